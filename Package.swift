@@ -1,0 +1,40 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// credproxy: a credential-injecting egress proxy.
+// No Swift package dependencies: only the toolchain and two C system libraries.
+let package = Package(
+  name: "credproxy",
+  products: [
+    .executable(name: "credproxy", targets: ["credproxy"])
+  ],
+  targets: [
+    .systemLibrary(
+      name: "CCurl",
+      pkgConfig: "libcurl",
+      providers: [.apt(["libcurl4-openssl-dev"])]
+    ),
+    .systemLibrary(
+      name: "CCrypto",
+      pkgConfig: "libcrypto",
+      providers: [.apt(["libssl-dev"])]
+    ),
+    // epoll, eventfd and timerfd are not exported by Swift's Glibc module.
+    .systemLibrary(name: "CSystem"),
+    // The inbound HTTP/1.1 codec: strict request parsing, body framing. Pure Swift, no I/O.
+    .target(name: "HTTP1"),
+    // proxy.conf: the language, the validated model, the routing table and `explain`.
+    .target(name: "CredproxyConfig", dependencies: ["HTTP1"]),
+    // The running proxy: event loops, listener, upstream transfers over libcurl, access log.
+    .target(
+      name: "CredproxyCore",
+      dependencies: ["HTTP1", "CredproxyConfig", "CCurl", "CCrypto", "CSystem"]
+    ),
+    .executableTarget(
+      name: "credproxy",
+      dependencies: ["CredproxyCore", "CredproxyConfig", "HTTP1"]
+    ),
+    .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"]),
+    .testTarget(name: "CredproxyConfigTests", dependencies: ["CredproxyConfig", "HTTP1"]),
+  ]
+)

@@ -1,0 +1,3 @@
+import CredproxyCore
+
+print("credproxy")
