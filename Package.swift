@@ -25,10 +25,13 @@ let package = Package(
     .target(name: "HTTP1"),
     // proxy.conf: the language, the validated model, the routing table and `explain`.
     .target(name: "CredproxyConfig", dependencies: ["HTTP1"]),
+    // Google credentials without I/O: key files, JWT assertions signed RS256 with libcrypto,
+    // token responses, scope normalisation, and the token cache's state machine.
+    .target(name: "GoogleAuth", dependencies: ["CCrypto"]),
     // The running proxy: event loops, listener, upstream transfers over libcurl, access log.
     .target(
       name: "CredproxyCore",
-      dependencies: ["HTTP1", "CredproxyConfig", "CCurl", "CCrypto", "CSystem"]
+      dependencies: ["HTTP1", "CredproxyConfig", "GoogleAuth", "CCurl", "CCrypto", "CSystem"]
     ),
     .executableTarget(
       name: "credproxy",
@@ -36,5 +39,6 @@ let package = Package(
     ),
     .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"]),
     .testTarget(name: "CredproxyConfigTests", dependencies: ["CredproxyConfig", "HTTP1"]),
+    .testTarget(name: "GoogleAuthTests", dependencies: ["GoogleAuth"]),
   ]
 )
