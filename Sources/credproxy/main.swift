@@ -1,3 +1,175 @@
+import CredproxyConfig
 import CredproxyCore
+import Foundation
+import Glibc
 
-print("credproxy")
+/// credproxy's command line. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+let version = "0.1.0"
+
+let usage = """
+  usage: credproxy <command> [options]
+
+  commands:
+    serve    [--config PATH] [--threads N]    run the proxy
+    check    [--config PATH]                  validate the config and print a summary
+    explain  URL [--method M] [--config PATH] show which route URL takes and what auth it gets
+    --version                                 print the version
+
+  Run `credproxy <command> --help` for a command's options. The config defaults to ./proxy.conf.
+  """
+
+let helpTexts: [String: String] = [
+  "serve": """
+    usage: credproxy serve [--config PATH] [--threads N]
+
+    Runs the proxy with the given config (default ./proxy.conf). Prints
+    `credproxy: listening on ADDR:PORT` on stderr for each listener once it accepts connections.
+    --threads N   event loop threads (default: one per core)
+    SIGTERM or SIGINT stops it.
+    """,
+  "check": """
+    usage: credproxy check [--config PATH]
+
+    Validates the config and prints its listeners, limits and routes (never a secret value).
+    Exit 0 when valid, 2 with `file:line:col: message` lines when not.
+    """,
+  "explain": """
+    usage: credproxy explain URL [--method M] [--config PATH]
+
+    Shows which route URL would take, where it would be sent and which credential would be added
+    (by source, never by value), or why it would be refused. --method defaults to GET.
+    """,
+]
+
+struct UsageError: Error { var message: String }
+
+struct Options {
+  var command: String
+  var config = "proxy.conf"
+  var method = "GET"
+  var threads: Int?
+  var url: String?
+}
+
+func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
+  guard let command = args.first else { throw UsageError(message: "missing command") }
+  switch command {
+  case "--version", "version":
+    print("credproxy \(version)")
+    return nil
+  case "--help", "-h", "help":
+    print(usage)
+    return nil
+  case "serve", "check", "explain":
+    break
+  default:
+    throw UsageError(message: "unknown command \"\(command)\"; expected serve, check or explain")
+  }
+  var options = Options(command: command)
+  var rest = args.dropFirst()
+  func value(_ flag: String) throws(UsageError) -> String {
+    guard let v = rest.popFirst() else { throw UsageError(message: "\(flag) needs a value") }
+    return v
+  }
+  while let arg = rest.popFirst() {
+    switch arg {
+    case "--help", "-h":
+      print(helpTexts[command]!)
+      return nil
+    case "--config", "-c":
+      options.config = try value(arg)
+    case "--method" where command == "explain", "-X" where command == "explain":
+      options.method = try value(arg).uppercased()
+    case "--threads" where command == "serve":
+      let text = try value(arg)
+      guard let n = Int(text), n > 0, n <= 256 else {
+        throw UsageError(message: "--threads takes a number from 1 to 256, not \"\(text)\"")
+      }
+      options.threads = n
+    default:
+      if command == "explain" && options.url == nil && !arg.hasPrefix("-") {
+        options.url = arg
+      } else {
+        throw UsageError(message: "unexpected argument \"\(arg)\" for \(command)")
+      }
+    }
+  }
+  if command == "explain" && options.url == nil {
+    throw UsageError(message: "explain needs a URL, e.g. credproxy explain http://api.example.com/v1/x")
+  }
+  return options
+}
+
+func fail(_ message: String, code: Int32) -> Never {
+  FileHandle.standardError.write(Data((message + "\n").utf8))
+  exit(code)
+}
+
+func load(_ path: String) -> ProxyConfig {
+  do {
+    return try loadConfig(path: path, googleAuthAvailable: false)
+  } catch let error as ConfigError {
+    fail(error.description, code: 2)
+  } catch {
+    fail("\(path): \(error)", code: 2)
+  }
+}
+
+/// Blocks the stop signals in every thread (the loops inherit the mask) and waits for one here.
+func waitForStopSignal() {
+  var set = sigset_t()
+  sigemptyset(&set)
+  sigaddset(&set, SIGTERM)
+  sigaddset(&set, SIGINT)
+  var signal: Int32 = 0
+  sigwait(&set, &signal)
+}
+
+func serve(_ options: Options) -> Never {
+  let config = load(options.config)
+  var set = sigset_t()
+  sigemptyset(&set)
+  sigaddset(&set, SIGTERM)
+  sigaddset(&set, SIGINT)
+  pthread_sigmask(SIG_BLOCK, &set, nil)
+  ProxyServer.prepareProcess()
+  let server: ProxyServer
+  do {
+    server = try ProxyServer(
+      config: config,
+      loopCount: options.threads ?? ProcessInfo.processInfo.activeProcessorCount)
+    try server.start()
+  } catch {
+    fail("credproxy: \(error)", code: 1)
+  }
+  for address in server.boundAddresses {
+    FileHandle.standardError.write(Data("credproxy: listening on \(address)\n".utf8))
+  }
+  waitForStopSignal()
+  server.stop()
+  exit(0)
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+do {
+  guard let options = try parseArguments(arguments) else { exit(0) }
+  switch options.command {
+  case "serve":
+    serve(options)
+  case "check":
+    let config = load(options.config)
+    print(CheckReport.render(config, environment: ProcessInfo.processInfo.environment), terminator: "")
+    exit(0)
+  case "explain":
+    let config = load(options.config)
+    let result = Explain.render(
+      config: config, url: options.url!, method: options.method,
+      environment: ProcessInfo.processInfo.environment)
+    print(result.text, terminator: result.text.hasSuffix("\n") ? "" : "\n")
+    exit(0)
+  default:
+    fail(usage, code: 2)
+  }
+} catch {
+  fail("credproxy: \(error.message)\n\n\(usage)", code: 2)
+}

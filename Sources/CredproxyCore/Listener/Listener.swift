@@ -1,0 +1,40 @@
+import CSystem
+import Glibc
+
+/// Accepts connections on one listening socket and hands them to its loop.
+final class Listener: EventHandler {
+  let fd: Int32
+  unowned let context: LoopContext
+
+  init(fd: Int32, context: LoopContext) {
+    self.fd = fd
+    self.context = context
+  }
+
+  func start() {
+    context.loop.register(fd, events: EPOLLIN.rawValue, handler: self)
+  }
+
+  func handleEvents(fd: Int32, events: UInt32) {
+    // Accept a bounded batch per wake-up so one busy listener cannot starve established clients.
+    for _ in 0..<64 {
+      var storage = sockaddr_storage()
+      var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+      let client = withUnsafeMutablePointer(to: &storage) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+          accept4(fd, $0, &length, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
+        }
+      }
+      if client < 0 {
+        if errno == EINTR || errno == ECONNABORTED { continue }
+        if errno == EMFILE || errno == ENFILE {
+          Log.info("accept: out of file descriptors; raise the limit (ulimit -n)")
+        }
+        return
+      }
+      var one: Int32 = 1
+      setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+      context.accept(client, address: Socket.describe(storage))
+    }
+  }
+}

@@ -1,0 +1,70 @@
+import CredproxyConfig
+import Foundation
+import HTTP1
+
+/// What a route adds to the request, decided once at load time.
+enum AuthInjection: Sendable {
+  case none
+  /// A static credential: header name and the full value (`Bearer …`, `Basic …`, a key).
+  case header(name: String, value: String)
+  /// The route's secret could not be read; requests get 503 naming the source, never a value.
+  case unavailable(String)
+}
+
+struct PreparedRoute: Sendable {
+  var route: Route
+  var auth: AuthInjection
+  /// Lowercased header name the injection replaces, if any.
+  var replacedHeader: String? {
+    if case .header(let name, _) = auth { return name.lowercased() }
+    return nil
+  }
+}
+
+/// The immutable, shared state every loop reads: the config, the routing table with secrets
+/// resolved, TLS trust settings and the access log. Loaded once per config (re)load.
+final class ProxyRuntime: Sendable {
+  let config: ProxyConfig
+  let router: Router
+  let routes: [PreparedRoute]
+  let accessLog: AccessLog
+  let caFile: String?
+  let caPath: String?
+  let limits: HTTPLimits
+
+  init(config: ProxyConfig, environment: [String: String]) throws(SocketError) {
+    self.config = config
+    router = Router(routes: config.routes)
+    routes = config.routes.map { PreparedRoute(route: $0, auth: Self.prepare($0, environment)) }
+    accessLog = try AccessLog(target: config.accessLog, format: config.logFormat)
+    // `ca-file` adds trust: curl reads it as CAINFO while the system store stays as CAPATH.
+    if let file = config.caFile ?? environment["SSL_CERT_FILE"] {
+      caFile = file
+      caPath = FileManager.default.fileExists(atPath: "/etc/ssl/certs") ? "/etc/ssl/certs" : nil
+    } else {
+      caFile = nil
+      caPath = nil
+    }
+    limits = HTTPLimits()
+  }
+
+  static func prepare(_ route: Route, _ env: [String: String]) -> AuthInjection {
+    do {
+      switch route.auth {
+      case .none:
+        return .none
+      case .bearer(let secret):
+        return .header(name: "Authorization", value: "Bearer " + (try secret.resolve(environment: env)))
+      case .header(let name, let secret):
+        return .header(name: name, value: try secret.resolve(environment: env))
+      case .basic(let user, let secret):
+        let pair = Data("\(user):\(try secret.resolve(environment: env))".utf8)
+        return .header(name: "Authorization", value: "Basic " + pair.base64EncodedString())
+      case .oauth2, .oidc:
+        return .unavailable("auth \(route.auth.typeName) is not available in this build")
+      }
+    } catch {
+      return .unavailable("\(error)")
+    }
+  }
+}

@@ -1,0 +1,274 @@
+import CCurl
+import Glibc
+import HTTP1
+
+/// What to send upstream, already decided by the proxy (URL, method, final header lines).
+struct UpstreamRequest {
+  var url: String
+  var method: String
+  /// `Name: value` lines in order; an empty value is written `Name;` (curl's spelling for it).
+  var headerLines: [String]
+  /// nil: no body. -1: unknown length (sent chunked on HTTP/1.1, as DATA frames on HTTP/2).
+  var bodyLength: Int64?
+  /// `connect-to`: dial this host:port, keep the URL's name for TLS and Host.
+  var connectTo: String?
+  var caFile: String?
+  var caPath: String?
+  var connectTimeoutMs: Int
+}
+
+/// The connection side of a transfer. All calls arrive on the loop thread, from curl callbacks.
+protocol UpstreamTransferDelegate: AnyObject {
+  func upstreamDidReceiveHead(status: Int, headers: [HeaderField])
+  /// Returns false to pause the download until `resumeReceiving` (the client is not keeping up).
+  func upstreamDidReceiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool
+  /// Fills `buffer` with request body bytes: > 0 bytes, 0 for end of body, nil to pause.
+  /// `.failure` aborts the transfer (the client sent a malformed body).
+  func upstreamWantsBody(into buffer: UnsafeMutableRawBufferPointer) -> BodyChunk
+  func upstreamDidFinish(error: UpstreamError?)
+}
+
+enum BodyChunk {
+  case bytes(Int)
+  case end
+  case wait
+  case failure
+}
+
+/// Why an upstream transfer failed, mapped onto what the caller is told.
+struct UpstreamError: Error {
+  enum Kind: String {
+    case connect = "upstream_connect"
+    case dns = "upstream_dns"
+    case tls = "upstream_tls"
+    case timeout = "upstream_timeout"
+    case protocolError = "upstream_protocol"
+    case aborted = "aborted"
+  }
+  var kind: Kind
+  var message: String
+
+  var status: Int { kind == .timeout ? 504 : 502 }
+
+  init(kind: Kind, message: String) {
+    self.kind = kind
+    self.message = message
+  }
+
+  init(code: CURLcode, detail: String) {
+    let text = detail.isEmpty ? cString(curl_easy_strerror(code)) : detail
+    message = text
+    switch code {
+    case CURLE_COULDNT_RESOLVE_HOST: kind = .dns
+    case CURLE_COULDNT_CONNECT: kind = .connect
+    case CURLE_OPERATION_TIMEDOUT: kind = .timeout
+    case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM,
+      CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
+      CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS, CURLE_SSL_CRL_BADFILE:
+      kind = .tls
+    case CURLE_ABORTED_BY_CALLBACK, CURLE_WRITE_ERROR, CURLE_READ_ERROR: kind = .aborted
+    default: kind = .protocolError
+    }
+  }
+}
+
+func cString(_ p: UnsafePointer<CChar>?) -> String {
+  guard let p else { return "" }
+  return String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self)
+}
+
+/// One request/response exchange with an upstream, on one easy handle (after swift-corelibs-
+/// foundation's EasyHandle: the handle's callbacks are C functions that find this object again
+/// through CURLOPT_PRIVATE / the user-data pointers).
+final class UpstreamTransfer {
+  private(set) var easy: UnsafeMutableRawPointer!
+  weak var delegate: UpstreamTransferDelegate?
+  /// In the multi handle (added and not yet removed).
+  var isActive = false
+  var sendPaused = false
+  var receivePaused = false
+  private(set) var headReceived = false
+  private var headerList: UnsafeMutablePointer<curl_slist>?
+  private var connectToList: UnsafeMutablePointer<curl_slist>?
+  private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+  private var status = 0
+  private var responseHeaders: [HeaderField] = []
+
+  init(handle: UnsafeMutableRawPointer, request: UpstreamRequest) {
+    easy = handle
+    errorBuffer[0] = 0
+    configure(request)
+  }
+
+  deinit {
+    if let headerList { curl_slist_free_all(headerList) }
+    if let connectToList { curl_slist_free_all(connectToList) }
+    errorBuffer.deallocate()
+  }
+
+  private func configure(_ r: UpstreamRequest) {
+    let me = Unmanaged.passUnretained(self).toOpaque()
+    cp_easy_setopt_ptr(easy, CURLOPT_PRIVATE, me)
+    cp_easy_setopt_ptr(easy, CURLOPT_URL, r.url)
+    cp_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+    // Keep the caller's bytes and semantics: no redirects, no decoding, no path squashing.
+    cp_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0)
+    cp_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
+    cp_easy_setopt_long(easy, CURLOPT_HTTP_CONTENT_DECODING, 0)
+    cp_easy_setopt_ptr(easy, CURLOPT_PROTOCOLS_STR, "http,https")
+    // Our own http_proxy/https_proxy must never route us back through a proxy (or ourselves).
+    cp_easy_setopt_ptr(easy, CURLOPT_PROXY, "")
+    cp_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1)
+    cp_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2)
+    if let ca = r.caFile { cp_easy_setopt_ptr(easy, CURLOPT_CAINFO, ca) }
+    if let path = r.caPath { cp_easy_setopt_ptr(easy, CURLOPT_CAPATH, path) }
+    cp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CP_HTTP_VERSION_2TLS)
+    cp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1)
+    cp_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
+    cp_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, r.connectTimeoutMs)
+    cp_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024)
+    cp_easy_setopt_long(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024)
+    cp_easy_setopt_ptr(easy, CURLOPT_ERRORBUFFER, errorBuffer)
+    if let target = r.connectTo {
+      connectToList = curl_slist_append(nil, "::\(target)")
+      cp_easy_setopt_ptr(easy, CURLOPT_CONNECT_TO, connectToList)
+    }
+
+    var list: UnsafeMutablePointer<curl_slist>? = nil
+    for line in r.headerLines { list = curl_slist_append(list, line) }
+    // curl adds these by default; the caller did not send them, so they must not appear.
+    list = curl_slist_append(list, "Expect:")
+    headerList = list
+    cp_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, headerList)
+
+    if r.method == "HEAD" {
+      cp_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
+    } else if r.method != "GET" || r.bodyLength != nil {
+      cp_easy_setopt_ptr(easy, CURLOPT_CUSTOMREQUEST, r.method)
+    }
+    if let length = r.bodyLength {
+      cp_easy_setopt_long(easy, CURLOPT_UPLOAD, 1)
+      cp_easy_setopt_off(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(length))
+      cp_easy_setopt_data_cb(easy, CURLOPT_READFUNCTION, readCallback)
+      cp_easy_setopt_ptr(easy, CURLOPT_READDATA, me)
+    }
+    cp_easy_setopt_data_cb(easy, CURLOPT_HEADERFUNCTION, headerCallback)
+    cp_easy_setopt_ptr(easy, CURLOPT_HEADERDATA, me)
+    cp_easy_setopt_data_cb(easy, CURLOPT_WRITEFUNCTION, writeCallback)
+    cp_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, me)
+  }
+
+  /// Stops all further delegate calls (the client went away or the transfer was cancelled).
+  func detach() { delegate = nil }
+
+  /// Hands the easy handle back to the multi for reuse.
+  func releaseHandle() -> UnsafeMutableRawPointer {
+    let h = easy!
+    cp_easy_setopt_ptr(h, CURLOPT_PRIVATE, nil)
+    easy = nil
+    return h
+  }
+
+  /// Updates curl's pause state to match `sendPaused` / `receivePaused`.
+  func applyPauseState() {
+    guard isActive else { return }
+    var mask: Int32 = 0
+    if receivePaused { mask |= Int32(CURLPAUSE_RECV) }
+    if sendPaused { mask |= Int32(CURLPAUSE_SEND) }
+    curl_easy_pause(easy, mask)
+  }
+
+  func finish(_ code: CURLcode) {
+    guard let delegate else { return }
+    self.delegate = nil
+    if code == CURLE_OK {
+      if !headReceived {
+        delegate.upstreamDidFinish(
+          error: UpstreamError(kind: .protocolError, message: "upstream sent no response"))
+      } else {
+        delegate.upstreamDidFinish(error: nil)
+      }
+    } else {
+      delegate.upstreamDidFinish(error: UpstreamError(code: code, detail: cString(errorBuffer)))
+    }
+  }
+
+  // MARK: curl callbacks
+
+  fileprivate func onHeader(_ bytes: UnsafeRawBufferPointer) -> Int {
+    guard let delegate else { return 0 }
+    if headReceived { return bytes.count }  // trailers: not forwarded
+    var line = Substring(decoding: bytes, as: UTF8.self)
+    while let last = line.last, last == "\r" || last == "\n" { line.removeLast() }
+    if line.isEmpty {
+      // End of a header block. Interim 1xx responses are consumed here, not forwarded.
+      if status >= 200 {
+        headReceived = true
+        delegate.upstreamDidReceiveHead(status: status, headers: responseHeaders)
+      }
+      responseHeaders.removeAll()
+      return bytes.count
+    }
+    if line.hasPrefix("HTTP/") {
+      let parts = line.split(separator: " ", maxSplits: 2)
+      status = parts.count >= 2 ? Int(parts[1]) ?? 0 : 0
+      responseHeaders.removeAll()
+      return bytes.count
+    }
+    if let colon = line.firstIndex(of: ":") {
+      let name = String(line[..<colon])
+      let value = line[line.index(after: colon)...].trimmingPrefix(while: { $0 == " " || $0 == "\t" })
+      responseHeaders.append(HeaderField(name: name, value: String(value)))
+    }
+    return bytes.count
+  }
+
+  fileprivate func onBody(_ bytes: UnsafeRawBufferPointer) -> Int {
+    guard let delegate else { return 0 }
+    if delegate.upstreamDidReceiveBody(bytes) { return bytes.count }
+    receivePaused = true
+    return CP_WRITEFUNC_PAUSE
+  }
+
+  fileprivate func onRead(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+    guard let delegate else { return CP_READFUNC_ABORT }
+    switch delegate.upstreamWantsBody(into: buffer) {
+    case .bytes(let n): return n
+    case .end: return 0
+    case .wait:
+      sendPaused = true
+      return CP_READFUNC_PAUSE
+    case .failure: return CP_READFUNC_ABORT
+    }
+  }
+}
+
+extension Substring {
+  fileprivate func trimmingPrefix(while predicate: (Character) -> Bool) -> Substring {
+    var s = self
+    while let f = s.first, predicate(f) { s.removeFirst() }
+    return s
+  }
+}
+
+private func transfer(_ p: UnsafeMutableRawPointer?) -> UpstreamTransfer {
+  Unmanaged<UpstreamTransfer>.fromOpaque(p!).takeUnretainedValue()
+}
+
+private func headerCallback(
+  _ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer?
+) -> Int {
+  transfer(user).onHeader(UnsafeRawBufferPointer(start: data, count: size * count))
+}
+
+private func writeCallback(
+  _ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer?
+) -> Int {
+  transfer(user).onBody(UnsafeRawBufferPointer(start: data, count: size * count))
+}
+
+private func readCallback(
+  _ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer?
+) -> Int {
+  transfer(user).onRead(UnsafeMutableRawBufferPointer(start: data, count: size * count))
+}
