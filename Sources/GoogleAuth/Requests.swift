@@ -115,6 +115,12 @@ public enum TokenRequests {
         + "?audience=\(FormURLEncoding.queryComponent(audience))&format=full")
   }
 
+  /// `GET {base}/` with `Metadata-Flavor: Google`: the server is genuine when the response has
+  /// the same header (`TokenResponses.hasMetadataFlavor`). google-auth allows 3 s.
+  public static func metadataPing(base: String) -> HTTPRequestSpec {
+    metadataGet(trimmedBase(base) + "/")
+  }
+
   /// `GET {base}/computeMetadata/v1/instance/service-accounts/default/email`.
   public static func metadataEmail(base: String) -> HTTPRequestSpec {
     metadataGet(metadataURL(base, "instance/service-accounts/default/email"))

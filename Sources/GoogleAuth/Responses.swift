@@ -302,7 +302,8 @@ public enum TokenResponses {
         retryable: false, source: metadata)
     }
     guard status == 200 else {
-      return errorResponse(status: status, body: body, json: JSONReading.object(body), source: metadata)
+      return errorResponse(
+        status: status, body: body, json: JSONReading.object(body), source: metadata)
     }
     return nil
   }

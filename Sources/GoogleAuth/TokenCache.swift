@@ -135,7 +135,8 @@ public final class TokenCache: Sendable {
         return .mustWait(startMint: false)
       }
       if backingOff {
-        return .backoff(lastError: entry.lastError ?? "token mint failed", retryAfter: entry.retryAt - now)
+        return .backoff(
+          lastError: entry.lastError ?? "token mint failed", retryAfter: entry.retryAt - now)
       }
       entry.mintInFlight = true
       if let waiter { entry.waiters.append(waiter) }

@@ -82,6 +82,15 @@ public struct RequestHeadParser: Sendable {
       let lineLimit =
         phase == .requestLine ? saturatingAdd(requestLineStart, limits.maxRequestLine) : Int.max
       let stop = min(end, headLimit, lineLimit)
+      // Eight bytes at a time while none of them is CR or LF, then byte by byte.
+      if let base = p.baseAddress {
+        let raw = UnsafeRawPointer(base)
+        while i &+ 8 <= stop {
+          let word = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+          if containsByte(word, ASCII.cr) || containsByte(word, ASCII.lf) { break }
+          i &+= 8
+        }
+      }
       while i < stop {
         let b = p[i]
         if b == ASCII.cr || b == ASCII.lf { break }
@@ -91,7 +100,9 @@ public struct RequestHeadParser: Sendable {
       let b = p[i]
       if b != ASCII.cr && b != ASCII.lf {
         // Stopped at a limit, in the middle of a line.
-        if i >= lineLimit { return failure(414, "request line exceeds \(limits.maxRequestLine) bytes") }
+        if i >= lineLimit {
+          return failure(414, "request line exceeds \(limits.maxRequestLine) bytes")
+        }
         return headerTooLarge()
       }
       if i >= headLimit { return headerTooLarge() }
@@ -173,33 +184,39 @@ public struct RequestHeadParser: Sendable {
     var line = requestLineEnd &+ 2
     let fieldsEnd = headEnd &- 2
     while line < fieldsEnd {
-      var e = line
-      while p[e] != ASCII.cr { e &+= 1 }  // the scan guarantees a CRLF ends every line
-      defer { line = e &+ 2 }
+      // The scan guarantees a CRLF ends every line, so the loops below stop at the CR at the
+      // latest (CR is neither a tchar, OWS nor a field-vchar).
       if isOWS(p[line]) { return failure(400, "obs-fold or whitespace before a header field") }
       var c = line
-      while c < e && isTokenChar(p[c]) { c &+= 1 }
-      if c == e { return failure(400, "header field without colon") }
+      while isTokenChar(p[c]) { c &+= 1 }
       if p[c] != ASCII.colon {
+        if p[c] == ASCII.cr { return failure(400, "header field without colon") }
         var w = c
-        while w < e && isOWS(p[w]) { w &+= 1 }
-        if w > c && w < e && p[w] == ASCII.colon {
+        while isOWS(p[w]) { w &+= 1 }
+        if w > c && p[w] == ASCII.colon {
           return failure(400, "whitespace between header name and colon")
         }
         return failure(400, "invalid character in header name")
       }
       if c == line { return failure(400, "empty header name") }
       let nameRange = line..<c
-      let valueRange = p.trimmingOWS((c &+ 1)..<e)
+      var e = c &+ 1
       var nonASCII = false
-      for j in valueRange {
-        let b = p[j]
-        if b >= 0x80 {
+      while true {
+        let b = p[e]
+        if isFieldVChar(b) {
+          e &+= 1
+        } else if b >= 0x80 {
           nonASCII = true
-        } else if !isFieldVChar(b) {
+          e &+= 1
+        } else if b == ASCII.cr {
+          break
+        } else {
           return failure(400, "invalid character in header value")
         }
       }
+      defer { line = e &+ 2 }
+      let valueRange = p.trimmingOWS((c &+ 1)..<e)
       let value: String
       if nonASCII {
         guard
@@ -298,6 +315,13 @@ private func failure(_ status: Int, _ reason: String) -> HeadParseResult {
 private func saturatingAdd(_ a: Int, _ b: Int) -> Int {
   let (sum, overflow) = a.addingReportingOverflow(b)
   return overflow ? Int.max : sum
+}
+
+/// True when one of the eight bytes of `word` is `byte` (the classic has-zero-byte test).
+@inline(__always)
+private func containsByte(_ word: UInt64, _ byte: UInt8) -> Bool {
+  let x = word ^ (0x0101_0101_0101_0101 &* UInt64(byte))
+  return (x &- 0x0101_0101_0101_0101) & ~x & 0x8080_8080_8080_8080 != 0
 }
 
 /// nil: not `HTTP/d.d` (400). `.some(nil)`: well-formed but neither 1.1 nor 1.0 (505).

@@ -91,10 +91,11 @@ public func reasonPhrase(_ status: Int) -> String {
   }
 }
 
-/// The chunk-size line for a chunk of `count` bytes: lowercase hex, then CRLF. `count` must be
-/// positive: a zero-size chunk is `lastChunk`.
+/// The chunk-size line for a chunk of `count` bytes: lowercase hex, then CRLF.
+/// A chunk of zero bytes would be the last chunk and end the body, so for `count <= 0` this
+/// returns no bytes at all: callers must not write a chunk (or its CRLF) for empty data.
 public func chunkHeader(_ count: Int) -> [UInt8] {
-  precondition(count > 0, "a chunk has at least one byte; end the body with lastChunk")
+  guard count > 0 else { return [] }
   var out: [UInt8] = []
   out.reserveCapacity(18)
   var shift = (Int.bitWidth - count.leadingZeroBitCount - 1) / 4 * 4

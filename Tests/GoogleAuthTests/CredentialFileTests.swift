@@ -4,7 +4,8 @@ import XCTest
 @testable import GoogleAuth
 
 final class CredentialFileTests: XCTestCase {
-  let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
+  let pem =
+    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
 
   func parse(_ json: String, path: String = "/etc/creds/key.json") throws -> CredentialFile {
     try CredentialFile.parse(data: Data(json.utf8), path: path)
@@ -27,9 +28,11 @@ final class CredentialFileTests: XCTestCase {
       let message = "\(error)"
       XCTAssertTrue(message.contains("/etc/creds/key.json"), message, file: file, line: line)
       for fragment in fragments {
-        XCTAssertTrue(message.contains(fragment), "\(message) lacks \(fragment)", file: file, line: line)
+        XCTAssertTrue(
+          message.contains(fragment), "\(message) lacks \(fragment)", file: file, line: line)
       }
-      XCTAssertFalse(message.contains("MIIEvQ"), "key material in \(message)", file: file, line: line)
+      XCTAssertFalse(
+        message.contains("MIIEvQ"), "key material in \(message)", file: file, line: line)
     }
   }
 
@@ -61,7 +64,8 @@ final class CredentialFileTests: XCTestCase {
     XCTAssertTrue(file.canMintIDTokens)
     XCTAssertEqual(file.typeName, "service_account")
     // Empty token_uri falls back to the default.
-    guard case .serviceAccount(let other) = try parse(serviceAccountJSON(extra: #","token_uri":"""#))
+    guard
+      case .serviceAccount(let other) = try parse(serviceAccountJSON(extra: #","token_uri":"""#))
     else { return XCTFail() }
     XCTAssertEqual(other.tokenURI, defaultTokenURI)
   }

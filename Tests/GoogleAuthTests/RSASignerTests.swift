@@ -48,7 +48,8 @@ final class RSASignerTests: XCTestCase {
       XCTAssertTrue("\(error)".contains("cannot read"), "\(error)")
       XCTAssertFalse("\(error)".contains("U0VDUkVU"))
     }
-    let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+    let encrypted =
+      "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
     XCTAssertThrowsError(try RSASigner(pem: encrypted)) { error in
       XCTAssertTrue("\(error)".contains("encrypted"))
     }

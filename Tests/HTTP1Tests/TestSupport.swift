@@ -40,7 +40,9 @@ func parseHead(_ bytes: [UInt8], plan: [Int], limits: HTTPLimits = HTTPLimits())
   var result = HeadParseResult.needMore
   for n in plan {
     available += n
-    result = bytes.withUnsafeBytes { parser.parse(UnsafeRawBufferPointer(rebasing: $0[0..<available])) }
+    result = bytes.withUnsafeBytes {
+      parser.parse(UnsafeRawBufferPointer(rebasing: $0[0..<available]))
+    }
     if case .needMore = result { continue }
     return result
   }
@@ -93,7 +95,8 @@ func assertRejected(
     XCTAssertEqual(error.status, status, "status for \(error.reason)", file: file, line: line)
     if let reason { XCTAssertEqual(error.reason, reason, file: file, line: line) }
     XCTAssertFalse(error.reason.isEmpty, file: file, line: line)
-    XCTAssertEqual(error.reason, error.reason.lowercased(), "reason is lowercase", file: file, line: line)
+    XCTAssertEqual(
+      error.reason, error.reason.lowercased(), "reason is lowercase", file: file, line: line)
     XCTAssertFalse(error.reason.contains("\n"), file: file, line: line)
   case let other:
     XCTFail("expected \(status), got \(other)", file: file, line: line)

@@ -198,8 +198,10 @@ final class UpstreamTransfer {
   fileprivate func onHeader(_ bytes: UnsafeRawBufferPointer) -> Int {
     guard let delegate else { return 0 }
     if headReceived { return bytes.count }  // trailers: not forwarded
-    var line = Substring(decoding: bytes, as: UTF8.self)
-    while let last = line.last, last == "\r" || last == "\n" { line.removeLast() }
+    // Trim CR/LF on bytes: as Characters, "\r\n" is one grapheme and would not match either.
+    var end = bytes.count
+    while end > 0 && (bytes[end - 1] == 13 || bytes[end - 1] == 10) { end -= 1 }
+    let line = Substring(decoding: UnsafeRawBufferPointer(rebasing: bytes[..<end]), as: UTF8.self)
     if line.isEmpty {
       // End of a header block. Interim 1xx responses are consumed here, not forwarded.
       if status >= 200 {

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Names every server certificate covers. `upstream.itest.invalid` is used through `connect-to`
-# (the `.invalid` TLD never resolves, so a proxy that ignored `connect-to` could not leave the box).
-SERVER_DNS_NAMES = ("localhost", "upstream.itest.invalid")
+# (the `.invalid` TLD never resolves, so a proxy that ignored `connect-to` could not leave the box);
+# `*.wild.itest.invalid` serves the wildcard-route tests.
+SERVER_DNS_NAMES = ("localhost", "upstream.itest.invalid", "*.wild.itest.invalid")
 SERVER_IPS = ("127.0.0.1",)
 
 

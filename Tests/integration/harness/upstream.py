@@ -19,10 +19,16 @@ Endpoints (any method unless noted; every request body is read, streamed and has
                         ``slow_complete``.
 - ``/hop-response``     a 200 carrying hop-by-hop response headers that a proxy must drop.
 - ``/no-length``        a body delimited by closing the connection (no Content-Length, no chunks).
+- ``/truncate?id=X``    promises 100000 bytes, sends 1000, closes (event ``truncated``).
+- ``/gzip``             a gzip-encoded body with ``Content-Encoding: gzip`` (must arrive undecoded).
+
+Any path prefix before the first segment that names an endpoint is ignored (``/api/echo/x`` is
+``/echo/x``), so a route's path prefix can sit in front of every endpoint.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http
 import json
@@ -39,6 +45,20 @@ from typing import Any, Callable, Iterator
 from . import data
 
 MAX_LINE = 256 * 1024
+
+
+ENDPOINTS = ("echo", "upload", "stream", "hang", "status", "redirect", "slow-stream",
+             "hop-response", "no-length", "truncate", "gzip")
+
+
+def _endpoint_path(path: str) -> str:
+    """The endpoint part of a path: from the first segment naming an endpoint, so routes can put
+    their own prefix first (``/bearer/echo/x`` is the echo endpoint)."""
+    segments = path.split("/")
+    for i, seg in enumerate(segments):
+        if seg in ENDPOINTS:
+            return "/" + "/".join(segments[i:])
+    return path
 
 
 class _ClientGone(Exception):
@@ -383,7 +403,7 @@ class _Handler(socketserver.BaseRequestHandler):
     def _dispatch(self, req: RecordedRequest) -> bool:
         """Answer one request; return whether the connection stays open."""
         split = urllib.parse.urlsplit(req.target)
-        path = split.path
+        path = _endpoint_path(split.path)
         query = dict(urllib.parse.parse_qsl(split.query))
         close = self._wants_close(req)
         head = req.method == "HEAD"
@@ -401,6 +421,15 @@ class _Handler(socketserver.BaseRequestHandler):
         if path.startswith("/slow-stream"):
             self._consume_body(req)
             return self._slow_stream(query, close)
+
+        if path.startswith("/truncate"):
+            self._consume_body(req)
+            self.sock.sendall(self._head_bytes(200, [("Content-Type", "application/octet-stream"),
+                                                     ("Content-Length", "100000")]))
+            self.sock.sendall(b"x" * 1000)
+            time.sleep(0.1)
+            self.up.record_event("truncated", query.get("id"), conn=self.conn_id)
+            return False
 
         if path.startswith("/no-length"):
             self._consume_body(req)
@@ -440,9 +469,13 @@ class _Handler(socketserver.BaseRequestHandler):
                 headers = [("ETag", '"itest-etag"')]
             self._respond(status, headers, f"status {status}\n".encode(), close, head)
         elif path == "/redirect":
-            loc = f"{self.up.scheme}://localhost:{self.up.port}/echo/redirected"
+            loc = f"{self.up.scheme}://localhost:{self.up.port}/echo/redirected/{query.get('id', 'x')}"
             self._respond(302, [("Location", loc), ("Content-Type", "text/plain")],
                           b"redirecting\n", close, head)
+        elif path == "/gzip":
+            body = gzip.compress(b"credproxy must not decode this\n" * 64, mtime=0)
+            self._respond(200, [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")],
+                          body, close, head)
         elif path == "/hop-response":
             headers = [
                 ("Content-Type", "text/plain"),

@@ -1,0 +1,125 @@
+import Foundation
+
+extension ProxyConfig {
+  /// Problems that depend on the machine rather than the file: secret variables that are unset,
+  /// secret or key files that cannot be read. They do not stop the proxy (a fresh machine must be
+  /// able to start it); requests that need the secret fail until it is there. Never holds a value.
+  public func secretWarnings(environment: [String: String]) -> [ConfigDiagnostic] {
+    var out: [ConfigDiagnostic] = []
+    func add(_ line: Int, _ message: String) {
+      out.append(ConfigDiagnostic(file: sourcePath, line: line, column: 1, message: message))
+    }
+    if let caFile, !FileManager.default.isReadableFile(atPath: caFile) {
+      add(0, "ca-file \(caFile) cannot be read")
+    }
+    for (i, route) in routes.enumerated() where !route.deny {
+      if let secret = route.auth.secret, let problem = secret.problem(environment: environment) {
+        add(
+          route.line,
+          "route #\(i + 1) \(route.name): \(problem); its requests will fail until it is available")
+      }
+    }
+    for spec in credentials {
+      switch spec.source {
+      case .keyFile(let p), .refreshToken(let p):
+        if !FileManager.default.isReadableFile(atPath: p) {
+          add(spec.line, "credentials \"\(spec.name)\": \(spec.source.typeName) \(p) cannot be read")
+        }
+      case .clientCredentials(_, _, let secret, _):
+        if let problem = secret.problem(environment: environment) {
+          add(spec.line, "credentials \"\(spec.name)\": client-secret \(problem)")
+        }
+      default:
+        break
+      }
+    }
+    return out
+  }
+}
+
+/// The text `credproxy check` prints for a config that loaded: what the proxy will do, then
+/// `warning:` lines. Names secret sources, never values.
+public enum CheckReport {
+  public static func render(_ config: ProxyConfig, environment: [String: String]) -> String {
+    var lines: [String] = []
+    lines.append("\(config.sourcePath): configuration is valid")
+    lines.append("")
+    lines.append("listen: " + config.listeners.map(\.description).joined(separator: ", "))
+    lines.append(
+      "ca-file: " + (config.caFile.map(Format.word) ?? "none (system trust store, SSL_CERT_FILE)"))
+    lines.append(
+      "timeouts: connect \(Format.duration(config.connectTimeoutMs)), request \(Format.duration(config.requestTimeoutMs)), idle \(Format.duration(config.idleTimeoutMs)), header \(Format.duration(config.headerTimeoutMs))"
+    )
+    lines.append("max-body: \(Format.size(config.maxBody))")
+    let log: String
+    switch config.accessLog {
+    case .stderr: log = "stderr"
+    case .off: log = "off"
+    case .file(let p): log = Format.word(p)
+    }
+    lines.append("access-log: \(log)")
+    lines.append("log-format: \(config.logFormat == .json ? "json" : "text")")
+    lines.append("")
+
+    if config.routes.isEmpty {
+      lines.append("routes: none (every request is refused)")
+    } else {
+      lines.append("routes (first match wins; a request no route matches is refused with 403):")
+      var rows = [["#", "patterns", "upstream", "connect-to", "methods", "auth", "deny", "limits", "line"]]
+      for (i, r) in config.routes.enumerated() {
+        var limits: [String] = []
+        if let ms = r.connectTimeoutMs { limits.append("connect-timeout \(Format.duration(ms))") }
+        if let ms = r.requestTimeoutMs { limits.append("request-timeout \(Format.duration(ms))") }
+        if let n = r.maxBody { limits.append("max-body \(Format.size(n))") }
+        rows.append([
+          "\(i + 1)",
+          r.patterns.map(\.description).joined(separator: " "),
+          r.upstream.rawValue,
+          r.connectTo?.description ?? "-",
+          r.methods.map { $0.sorted().joined(separator: ",") } ?? "any",
+          Format.auth(r),
+          r.deny ? "deny" : "-",
+          limits.isEmpty ? "-" : limits.joined(separator: ", "),
+          "\(r.line)",
+        ])
+      }
+      lines += Format.table(rows)
+    }
+
+    var specs = config.credentials
+    let usesImplicitDefault = config.routes.contains {
+      $0.auth.usesGoogleCredentials && $0.credentials == CredentialSpec.defaultName
+    }
+    if usesImplicitDefault && !specs.contains(where: { $0.name == CredentialSpec.defaultName }) {
+      specs.insert(CredentialSpec(name: CredentialSpec.defaultName, source: .adc, line: 0), at: 0)
+    }
+    if !specs.isEmpty {
+      lines.append("")
+      lines.append("credentials:")
+      var rows = [["name", "source", "refresh-window", "iam-endpoint", "line"]]
+      for c in specs {
+        rows.append([
+          c.name,
+          Format.source(c.source),
+          Format.duration(c.refreshWindowMs),
+          c.iamEndpoint ?? "default",
+          c.line == 0 ? "implicit" : "\(c.line)",
+        ])
+      }
+      lines += Format.table(rows)
+    }
+
+    let warnings = config.warnings + config.secretWarnings(environment: environment)
+    if !warnings.isEmpty {
+      lines.append("")
+      for w in warnings { lines.append("warning: \(w)") }
+    }
+    lines.append("")
+    let r = config.routes.count
+    let c = config.credentials.count
+    lines.append(
+      "\(r) route\(r == 1 ? "" : "s"), \(c) credentials block\(c == 1 ? "" : "s"), \(warnings.count) warning\(warnings.count == 1 ? "" : "s")"
+    )
+    return lines.joined(separator: "\n") + "\n"
+  }
+}

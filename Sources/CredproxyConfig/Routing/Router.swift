@@ -1,0 +1,213 @@
+/// The route a request matched. `index` is the 0-based position in `ProxyConfig.routes`;
+/// messages call it `route #\(number)`.
+public struct RouteMatch: Sendable {
+  public let route: Route
+  public let index: Int
+  public init(route: Route, index: Int) {
+    self.route = route
+    self.index = index
+  }
+  /// 1-based, as `check` and `explain` print it.
+  public var number: Int { index + 1 }
+}
+
+public enum RoutingDecision: Sendable {
+  case forward(RouteMatch)
+  /// 403 `no_route`, 403 `denied`, 405 `method_not_allowed`. `reason` is one line for the caller.
+  case refuse(status: Int, code: String, reason: String, route: RouteMatch?)
+}
+
+/// The routing table: routes tried in file order, the first match wins, no match is refused.
+///
+/// Hosts are compared as the resolver would dial them: a trailing dot is ignored, IPv6 literals
+/// are compared as addresses, and other spellings of an IPv4 address (`127.1`, `2130706433`,
+/// `0x7f.0.0.1`) as the address they denote. Paths are compared after normalisation (see
+/// `PathNormalizer`) so that `/%61dmin` or `/x/../admin` cannot slip past a rule for `/admin`.
+public struct Router: Sendable {
+  private let routes: [CompiledRoute]
+
+  public init(routes: [Route]) {
+    self.routes = routes.enumerated().map { CompiledRoute($0.element, index: $0.offset) }
+  }
+
+  /// - Parameters:
+  ///   - host: the request's host, lowercased (a trailing dot and upper case are tolerated);
+  ///     IPv6 with or without brackets.
+  ///   - explicitPort: the port the caller wrote, nil if none.
+  ///   - path: path and query as sent.
+  public func decide(method: String, host: String, explicitPort: Int?, path: String)
+    -> RoutingDecision
+  {
+    let key = HostKey(host)
+    // The path part (no query or fragment), normalised only when it could change.
+    let raw = path.utf8.prefix(while: { $0 != 0x3F && $0 != 0x23 })
+    let normalized: [UInt8]? =
+      PathNormalizer.needsNormalization(raw) ? PathNormalizer.normalize(raw) : nil
+    for r in routes {
+      let port = explicitPort ?? r.defaultPort
+      var hit = false
+      for p in r.patterns {
+        guard p.port == nil || p.port == port, p.host.matches(key) else { continue }
+        let ok: Bool
+        if let normalized {
+          ok = p.matchesPath(normalized)
+        } else {
+          ok = p.matchesPath(raw)
+        }
+        if ok {
+          hit = true
+          break
+        }
+      }
+      guard hit else { continue }
+      let match = RouteMatch(route: r.route, index: r.index)
+      if r.route.deny {
+        return .refuse(status: 403, code: "denied", reason: r.denyReason, route: match)
+      }
+      if let methods = r.route.methods, !methods.contains(method) {
+        return .refuse(
+          status: 405, code: "method_not_allowed",
+          reason: "method \(Self.quoted(method)) \(r.methodReason)", route: match)
+      }
+      return .forward(match)
+    }
+    return .refuse(
+      status: 403, code: "no_route",
+      reason: "no route for host \(Self.quoted(key.display)): credproxy denies by default",
+      route: nil)
+  }
+
+  /// A host or method from a request, quoted and stripped of anything unprintable.
+  static func quoted(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars.prefix(256) {
+      if u == "\"" || u == "\\" {
+        out += "\\" + String(u)
+      } else if u.value < 0x20 || u.value == 0x7F {
+        out += "?"
+      } else {
+        out.unicodeScalars.append(u)
+      }
+    }
+    return out + "\""
+  }
+}
+
+// MARK: - Compiled form
+
+private struct CompiledRoute: Sendable {
+  let route: Route
+  let index: Int
+  let defaultPort: Int
+  let patterns: [CompiledPattern]
+  let denyReason: String
+  let methodReason: String
+
+  init(_ route: Route, index: Int) {
+    self.route = route
+    self.index = index
+    self.defaultPort = route.upstream.defaultPort
+    self.patterns = route.patterns.map(CompiledPattern.init)
+    let label = "route #\(index + 1) \(route.name) (line \(route.line))"
+    self.denyReason = "denied by \(label)"
+    let allowed = (route.methods ?? []).sorted().joined(separator: ", ")
+    self.methodReason = "is not allowed by \(label); allowed: \(allowed)"
+  }
+}
+
+private struct CompiledPattern: Sendable {
+  enum HostMatch: Sendable {
+    case any
+    case name([UInt8])
+    /// With its leading dot: `.example.com`.
+    case suffix([UInt8])
+    case ipv4(UInt32)
+    case ipv6(UInt64, UInt64)
+
+    func matches(_ key: HostKey) -> Bool {
+      switch (self, key.kind) {
+      case (.any, _):
+        return true
+      case (.name(let n), .name):
+        return key.name.elementsEqual(n)
+      case (.suffix(let s), .name):
+        let h = key.name
+        return h.count > s.count && h.suffix(s.count).elementsEqual(s)
+      case (.ipv4(let a), .ipv4(let b)):
+        return a == b
+      case (.ipv6(let a1, let a2), .ipv6(let b1, let b2)):
+        return a1 == b1 && a2 == b2
+      default:
+        return false
+      }
+    }
+  }
+
+  let host: HostMatch
+  let port: Int?
+  let path: [UInt8]?
+  let pathIsDirectory: Bool
+
+  init(_ p: RoutePattern) {
+    switch p.host {
+    case .any:
+      host = .any
+    case .suffix(let s):
+      host = .suffix(Array(("." + s).utf8))
+    case .exact(let h):
+      if let v4 = IPAddress.ipv4Canonical(h.utf8) {
+        host = .ipv4(v4)
+      } else if let v6 = IPAddress.ipv6(h) {
+        host = .ipv6(v6.0, v6.1)
+      } else {
+        host = .name(Array(h.utf8))
+      }
+    }
+    port = p.port
+    path = p.pathPrefix.map { Array($0.utf8) }
+    pathIsDirectory = p.pathPrefix?.hasSuffix("/") ?? false
+  }
+
+  /// Whole-segment prefix match; a pattern without a path matches anything.
+  func matchesPath<C: Collection>(_ candidate: C) -> Bool where C.Element == UInt8 {
+    guard let path else { return true }
+    guard candidate.count >= path.count else { return false }
+    var i = candidate.startIndex
+    for b in path {
+      if candidate[i] != b { return false }
+      i = candidate.index(after: i)
+    }
+    if pathIsDirectory || i == candidate.endIndex { return true }
+    return candidate[i] == 0x2F
+  }
+}
+
+/// The request host, classified once per request.
+private struct HostKey {
+  enum Kind {
+    case name
+    case ipv4(UInt32)
+    case ipv6(UInt64, UInt64)
+  }
+  let kind: Kind
+  /// The name without a trailing dot (lowercased).
+  let name: Substring.UTF8View
+  let display: String
+
+  init(_ host: String) {
+    var h = Substring(host)
+    if h.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) { h = Substring(host.lowercased()) }
+    if h.utf8.count > 1 && h.utf8.last == 0x2E { h = h.dropLast() }
+    if h.utf8.first == 0x5B && h.utf8.last == 0x5D { h = h.dropFirst().dropLast() }
+    display = host
+    name = h.utf8
+    if let first = h.utf8.first, first >= 0x30 && first <= 0x39, let v4 = IPAddress.ipv4Lenient(h)
+    {
+      kind = .ipv4(v4)
+    } else if h.utf8.contains(0x3A), let v6 = IPAddress.ipv6(h) {
+      kind = .ipv6(v6.0, v6.1)
+    } else {
+      kind = .name
+    }
+  }
+}

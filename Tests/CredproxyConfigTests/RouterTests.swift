@@ -1,0 +1,209 @@
+import XCTest
+
+@testable import CredproxyConfig
+
+final class RouterTests: XCTestCase {
+  func router(_ text: String) throws -> Router {
+    Router(routes: try ConfigParser.parse(text: text, googleAuthAvailable: true).routes)
+  }
+
+  /// "forward #n", or "status code".
+  func outcome(
+    _ r: Router, _ host: String, port: Int? = nil, path: String = "/", method: String = "GET"
+  ) -> String {
+    switch r.decide(method: method, host: host, explicitPort: port, path: path) {
+    case .forward(let m): return "forward #\(m.number)"
+    case .refuse(let status, let code, _, _): return "\(status) \(code)"
+    }
+  }
+
+  func testExactSuffixAndAny() throws {
+    let r = try router(
+      """
+      route api.example.com {
+      }
+      route *.example.com {
+      }
+      route * {
+        deny
+      }
+      """)
+    XCTAssertEqual(outcome(r, "api.example.com"), "forward #1")
+    XCTAssertEqual(outcome(r, "API.Example.com."), "forward #1")
+    XCTAssertEqual(outcome(r, "a.example.com"), "forward #2")
+    XCTAssertEqual(outcome(r, "a.b.example.com"), "forward #2")
+    XCTAssertEqual(outcome(r, "example.com"), "403 denied")
+    XCTAssertEqual(outcome(r, "badexample.com"), "403 denied")
+    XCTAssertEqual(outcome(r, "other.org"), "403 denied")
+  }
+
+  func testNoRouteDeniesByDefault() throws {
+    let r = try router("route api.example.com {\n}\n")
+    guard case .refuse(let status, let code, let reason, let match) =
+      r.decide(method: "GET", host: "x.example.com", explicitPort: nil, path: "/")
+    else { return XCTFail("expected refusal") }
+    XCTAssertEqual(status, 403)
+    XCTAssertEqual(code, "no_route")
+    XCTAssertEqual(reason, "no route for host \"x.example.com\": credproxy denies by default")
+    XCTAssertNil(match)
+    XCTAssertEqual(outcome(Router(routes: []), "a"), "403 no_route")
+  }
+
+  func testPorts() throws {
+    let r = try router(
+      """
+      route a.example.com:8443 {
+      }
+      route b.example.com:443 {
+      }
+      route c.example.com:80 {
+        upstream http
+      }
+      route d.example.com {
+      }
+      """)
+    XCTAssertEqual(outcome(r, "a.example.com", port: 8443), "forward #1")
+    XCTAssertEqual(outcome(r, "a.example.com"), "403 no_route")
+    XCTAssertEqual(outcome(r, "a.example.com", port: 443), "403 no_route")
+    // Without an explicit port the upstream's default applies.
+    XCTAssertEqual(outcome(r, "b.example.com"), "forward #2")
+    XCTAssertEqual(outcome(r, "b.example.com", port: 443), "forward #2")
+    XCTAssertEqual(outcome(r, "b.example.com", port: 80), "403 no_route")
+    XCTAssertEqual(outcome(r, "c.example.com"), "forward #3")
+    XCTAssertEqual(outcome(r, "c.example.com", port: 443), "403 no_route")
+    // No port in the pattern: any port.
+    XCTAssertEqual(outcome(r, "d.example.com", port: 1234), "forward #4")
+  }
+
+  func testPathSegments() throws {
+    let r = try router(
+      """
+      route api.example.com/v1 {
+      }
+      route api.example.com/static/ {
+      }
+      route api.example.com/admin {
+        deny
+      }
+      """)
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/v1"), "forward #1")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/v1/x/y"), "forward #1")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/v1?q=1"), "forward #1")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/v1#frag"), "forward #1")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/v10"), "403 no_route")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/v"), "403 no_route")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/"), "403 no_route")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/static/a.css"), "forward #2")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/static/"), "forward #2")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/static"), "403 no_route")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/staticx"), "403 no_route")
+    XCTAssertEqual(outcome(r, "api.example.com", path: ""), "403 no_route")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "*"), "403 no_route")
+  }
+
+  func testEquivalentPathSpellingsCannotBypassRules() throws {
+    let r = try router(
+      """
+      route api.example.com/admin {
+        deny
+      }
+      route api.example.com {
+      }
+      """)
+    for path in [
+      "/admin", "/%61dmin", "/%61%64min/x", "//admin", "/x/../admin", "/./admin", "/%2e%2e/admin",
+      "/admin/", "/v1/%2E%2E/admin?x",
+    ] {
+      XCTAssertEqual(outcome(r, "api.example.com", path: path), "403 denied", path)
+    }
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/administrator"), "forward #2")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/admin%2Fx"), "forward #2")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/v1/.well-known"), "forward #2")
+  }
+
+  func testIPAddresses() throws {
+    let r = try router(
+      """
+      route 169.254.169.254 {
+        deny
+      }
+      route [::1]:8080 {
+      }
+      route * {
+      }
+      """)
+    for host in ["169.254.169.254", "2852039166", "0xa9.0xfe.0xa9.0xfe", "169.254.43518", "0251.0376.0251.0376"] {
+      XCTAssertEqual(outcome(r, host), "403 denied", host)
+    }
+    XCTAssertEqual(outcome(r, "::1", port: 8080), "forward #2")
+    XCTAssertEqual(outcome(r, "[::1]", port: 8080), "forward #2")
+    XCTAssertEqual(outcome(r, "0:0::0:1", port: 8080), "forward #2")
+    XCTAssertEqual(outcome(r, "::2", port: 8080), "forward #3")
+    XCTAssertEqual(outcome(r, "1password.com"), "forward #3")
+  }
+
+  func testFirstMatchWins() throws {
+    let r = try router(
+      """
+      route api.example.com/v1/private {
+        deny
+      }
+      route api.example.com {
+        auth bearer env:A
+      }
+      route api.example.com {
+        auth bearer env:B
+      }
+      """)
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/v1/private/x"), "403 denied")
+    guard case .forward(let m) = r.decide(method: "GET", host: "api.example.com", explicitPort: nil, path: "/v1")
+    else { return XCTFail() }
+    XCTAssertEqual(m.index, 1)
+    XCTAssertEqual(m.route.auth, .bearer(.env("A")))
+  }
+
+  func testDenyReason() throws {
+    let r = try router("route a.example.com {\n}\nroute evil.example.com {\n  deny\n}\n")
+    guard case .refuse(let status, let code, let reason, let match) =
+      r.decide(method: "GET", host: "evil.example.com", explicitPort: nil, path: "/")
+    else { return XCTFail() }
+    XCTAssertEqual(status, 403)
+    XCTAssertEqual(code, "denied")
+    XCTAssertEqual(reason, "denied by route #2 evil.example.com (line 3)")
+    XCTAssertEqual(match?.index, 1)
+  }
+
+  func testMethods() throws {
+    let r = try router("route api.example.com {\n  methods get head\n}\n")
+    XCTAssertEqual(outcome(r, "api.example.com", method: "GET"), "forward #1")
+    XCTAssertEqual(outcome(r, "api.example.com", method: "HEAD"), "forward #1")
+    guard case .refuse(let status, let code, let reason, let match) =
+      r.decide(method: "DELETE", host: "api.example.com", explicitPort: nil, path: "/")
+    else { return XCTFail() }
+    XCTAssertEqual(status, 405)
+    XCTAssertEqual(code, "method_not_allowed")
+    XCTAssertEqual(
+      reason, "method \"DELETE\" is not allowed by route #1 api.example.com (line 1); allowed: GET, HEAD")
+    XCTAssertEqual(match?.number, 1)
+  }
+
+  func testUpstreamURL() throws {
+    let c = try ConfigParser.parse(text: "route a.b {\n}\nroute c.d {\n  upstream http\n}\n")
+    XCTAssertEqual(
+      c.routes[0].upstreamURL(host: "a.b", explicitPort: nil, pathAndQuery: "/x?y"), "https://a.b:443/x?y")
+    XCTAssertEqual(
+      c.routes[0].upstreamURL(host: "::1", explicitPort: 8443, pathAndQuery: ""), "https://[::1]:8443/")
+    XCTAssertEqual(c.routes[1].upstreamURL(host: "c.d", explicitPort: nil, pathAndQuery: "/"), "http://c.d:80/")
+  }
+
+  func testPathNormalizer() {
+    func n(_ s: String) -> String { String(decoding: PathNormalizer.normalize(Array(s.utf8)), as: UTF8.self) }
+    XCTAssertEqual(n("/a/./b/../c"), "/a/c")
+    XCTAssertEqual(n("/a//b/"), "/a/b/")
+    XCTAssertEqual(n("/../.."), "/")
+    XCTAssertEqual(n("/%7e%2f%41"), "/~%2FA")
+    XCTAssertEqual(n("/a/.."), "/")
+    XCTAssertEqual(n("/a/b/.."), "/a/")
+    XCTAssertEqual(n("/%zz"), "/%zz")
+  }
+}
