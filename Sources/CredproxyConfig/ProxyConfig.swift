@@ -1,5 +1,3 @@
-import HTTP1
-
 /// The loaded configuration: what `proxy.conf` says, validated. Built by `ConfigParser`.
 ///
 /// Relative paths in the file (`ca-file`, `access-log`, `file:` secrets, `key-file`,
@@ -10,6 +8,8 @@ public struct ProxyConfig: Sendable {
   public var listeners: [ListenAddress] = []
   /// Extra CA bundle for upstream TLS verification (`ca-file`); `SSL_CERT_FILE` is honoured too.
   public var caFile: String?
+  /// Where `ca-file` was written (0 when absent), for warnings.
+  var caFileLine: Int = 0
   public var connectTimeoutMs: Int = 10_000
   public var requestTimeoutMs: Int = 300_000
   public var idleTimeoutMs: Int = 60_000
@@ -306,7 +306,8 @@ public enum CredentialSource: Sendable, Equatable {
   /// An `authorized_user` JSON file (gcloud's ADC file). Access tokens only.
   case refreshToken(path: String)
   /// A generic OAuth 2.0 client-credentials grant. Access tokens only.
-  case clientCredentials(tokenURL: String, clientID: String, clientSecret: SecretRef, scopes: [String])
+  case clientCredentials(
+    tokenURL: String, clientID: String, clientSecret: SecretRef, scopes: [String])
 
   public var typeName: String {
     switch self {

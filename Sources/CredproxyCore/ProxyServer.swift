@@ -52,7 +52,8 @@ public final class ProxyServer: @unchecked Sendable {
           throw ServerError(message: error.description)
         }
       }
-      let shown = address.host.contains(":") ? "[\(address.host)]:\(port)" : "\(address.host):\(port)"
+      let shown =
+        address.host.contains(":") ? "[\(address.host)]:\(port)" : "\(address.host):\(port)"
       boundAddresses.append(shown)
     }
     for i in 0..<loopCount {

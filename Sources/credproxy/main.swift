@@ -20,25 +20,25 @@ let usage = """
 
 let helpTexts: [String: String] = [
   "serve": """
-    usage: credproxy serve [--config PATH] [--threads N]
+  usage: credproxy serve [--config PATH] [--threads N]
 
-    Runs the proxy with the given config (default ./proxy.conf). Prints
-    `credproxy: listening on ADDR:PORT` on stderr for each listener once it accepts connections.
-    --threads N   event loop threads (default: one per core)
-    SIGTERM or SIGINT stops it.
-    """,
+  Runs the proxy with the given config (default ./proxy.conf). Prints
+  `credproxy: listening on ADDR:PORT` on stderr for each listener once it accepts connections.
+  --threads N   event loop threads (default: one per core)
+  SIGTERM or SIGINT stops it.
+  """,
   "check": """
-    usage: credproxy check [--config PATH]
+  usage: credproxy check [--config PATH]
 
-    Validates the config and prints its listeners, limits and routes (never a secret value).
-    Exit 0 when valid, 2 with `file:line:col: message` lines when not.
-    """,
+  Validates the config and prints its listeners, limits and routes (never a secret value).
+  Exit 0 when valid, 2 with `file:line:col: message` lines when not.
+  """,
   "explain": """
-    usage: credproxy explain URL [--method M] [--config PATH]
+  usage: credproxy explain URL [--method M] [--config PATH]
 
-    Shows which route URL would take, where it would be sent and which credential would be added
-    (by source, never by value), or why it would be refused. --method defaults to GET.
-    """,
+  Shows which route URL would take, where it would be sent and which credential would be added
+  (by source, never by value), or why it would be refused. --method defaults to GET.
+  """,
 ]
 
 struct UsageError: Error { var message: String }
@@ -94,8 +94,16 @@ func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
       }
     }
   }
-  if command == "explain" && options.url == nil {
-    throw UsageError(message: "explain needs a URL, e.g. credproxy explain http://api.example.com/v1/x")
+  if command == "explain" {
+    guard let url = options.url else {
+      throw UsageError(
+        message: "explain needs a URL, e.g. credproxy explain http://api.example.com/v1/x")
+    }
+    let lower = url.lowercased()
+    guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
+      throw UsageError(
+        message: "explain takes an absolute http:// or https:// URL, not \"\(url)\"")
+    }
   }
   return options
 }
@@ -158,7 +166,8 @@ do {
     serve(options)
   case "check":
     let config = load(options.config)
-    print(CheckReport.render(config, environment: ProcessInfo.processInfo.environment), terminator: "")
+    print(
+      CheckReport.render(config, environment: ProcessInfo.processInfo.environment), terminator: "")
     exit(0)
   case "explain":
     let config = load(options.config)

@@ -86,7 +86,9 @@ func parse(_ text: String, google: Bool = true) throws -> ProxyConfig {
 }
 
 /// The diagnostics of a config that must not load.
-func diagnostics(_ text: String, google: Bool = false, file: StaticString = #filePath, line: UInt = #line)
+func diagnostics(
+  _ text: String, google: Bool = false, file: StaticString = #filePath, line: UInt = #line
+)
   -> [String]
 {
   do {
@@ -121,7 +123,8 @@ final class ParserTests: XCTestCase {
     let r1 = c.routes[0]
     XCTAssertEqual(r1.name, "api.example.com/v1")
     XCTAssertEqual(r1.line, 13)
-    XCTAssertEqual(r1.patterns, [RoutePattern(host: .exact("api.example.com"), port: nil, pathPrefix: "/v1")])
+    XCTAssertEqual(
+      r1.patterns, [RoutePattern(host: .exact("api.example.com"), port: nil, pathPrefix: "/v1")])
     XCTAssertEqual(r1.upstream, .https)
     XCTAssertEqual(r1.methods, ["GET", "POST"])
     XCTAssertEqual(r1.auth, .bearer(.env("EXAMPLE_TOKEN")))
@@ -160,7 +163,8 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(c.routes[5].credentials, "default")
     XCTAssertTrue(c.routes[6].deny)
 
-    XCTAssertEqual(c.credentials.map(\.name), ["ci", "runner", "unused-cc", "meta", "user", "default"])
+    XCTAssertEqual(
+      c.credentials.map(\.name), ["ci", "runner", "unused-cc", "meta", "user", "default"])
     XCTAssertEqual(c.credentials[0].source, .keyFile(path: "/etc/credproxy/ci-sa.json"))
     XCTAssertEqual(c.credentials[0].refreshWindowMs, 180_000)
     XCTAssertEqual(
@@ -178,11 +182,12 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(c.credentials[3].source, .metadata)
     XCTAssertEqual(c.credentials[4].source, .refreshToken(path: "/home/me/adc.json"))
     XCTAssertEqual(c.credentials[5].source, .adc)
-    XCTAssertEqual(c.credentials[0].line, 50)
+    XCTAssertEqual(c.credentials[0].line, 51)
 
     // Warnings: the unused credentials blocks, the http upstream carrying a secret.
     let warnings = c.warnings.map(\.description)
-    XCTAssertTrue(warnings.contains { $0.contains("credentials \"meta\" is not used") }, "\(warnings)")
+    XCTAssertTrue(
+      warnings.contains { $0.contains("credentials \"meta\" is not used") }, "\(warnings)")
     XCTAssertTrue(warnings.contains { $0.contains("plain http") }, "\(warnings)")
     XCTAssertFalse(warnings.contains { $0.contains("inline secret") })
   }
@@ -195,7 +200,8 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(c.routes[0].credentials, "default")
     XCTAssertEqual(c.accessLog, .stderr)
     XCTAssertEqual(c.logFormat, .text)
-    XCTAssertEqual(c.credential(named: "default"), CredentialSpec(name: "default", source: .adc, line: 0))
+    XCTAssertEqual(
+      c.credential(named: "default"), CredentialSpec(name: "default", source: .adc, line: 0))
     XCTAssertNil(c.credential(named: "other"))
   }
 
@@ -235,7 +241,9 @@ final class ParserTests: XCTestCase {
 
   func testGoogleAuthNotAvailableYet() {
     XCTAssertEqual(
-      diagnostics("route storage.googleapis.com {\n  auth OAuth2\n}\nroute x.run.app {\n  auth oidc audience url\n  auth-header X-Serverless-Authorization\n}\n"),
+      diagnostics(
+        "route storage.googleapis.com {\n  auth OAuth2\n}\nroute x.run.app {\n  auth oidc audience url\n  auth-header X-Serverless-Authorization\n}\n"
+      ),
       [
         "proxy.conf:2:8: auth type OAuth2 is not available yet in this build; expected one of none, bearer, header, basic",
         "proxy.conf:5:8: auth type OIDC is not available yet in this build; expected one of none, bearer, header, basic",
@@ -288,11 +296,19 @@ final class ParserTests: XCTestCase {
       "route a.example.com:99999 {\n}\nroute b.example.com/v1/../x {\n}\nroute 127.1 {\n}\nroute ::1 {\n}\nroute a.*.com {\n}\n"
     )
     XCTAssertEqual(d.count, 5, "\(d)")
-    XCTAssertTrue(d[0].hasPrefix("proxy.conf:1:7: invalid route pattern \"a.example.com:99999\": invalid port"), d[0])
-    XCTAssertTrue(d[1].hasPrefix("proxy.conf:3:7: invalid route pattern \"b.example.com/v1/../x\": path prefix has"), d[1])
-    XCTAssertTrue(d[2].hasPrefix("proxy.conf:5:7: invalid route pattern \"127.1\": \"127.1\" is not a valid IPv4 address"), d[2])
+    XCTAssertTrue(
+      d[0].hasPrefix("proxy.conf:1:7: invalid route pattern \"a.example.com:99999\": invalid port"),
+      d[0])
+    XCTAssertTrue(
+      d[1].hasPrefix(
+        "proxy.conf:3:7: invalid route pattern \"b.example.com/v1/../x\": path prefix has"), d[1])
+    XCTAssertTrue(
+      d[2].hasPrefix(
+        "proxy.conf:5:7: invalid route pattern \"127.1\": \"127.1\" is not a valid IPv4 address"),
+      d[2])
     XCTAssertTrue(d[3].hasPrefix("proxy.conf:7:7: invalid route pattern \"::1\""), d[3])
-    XCTAssertTrue(d[4].hasPrefix("proxy.conf:9:7: invalid route pattern \"a.*.com\": a wildcard must be"), d[4])
+    XCTAssertTrue(
+      d[4].hasPrefix("proxy.conf:9:7: invalid route pattern \"a.*.com\": a wildcard must be"), d[4])
   }
 
   func testPatternNormalisation() throws {
@@ -312,7 +328,8 @@ final class ParserTests: XCTestCase {
   func testMissingBraceAtEOF() {
     XCTAssertEqual(
       diagnostics("route a.example.com {\n  auth none\n"),
-      ["proxy.conf:1:21: route block is not closed at end of file; expected } on a line of its own"])
+      ["proxy.conf:1:21: route block is not closed at end of file; expected } on a line of its own"]
+    )
   }
 
   func testMissingBraceBeforeNextRoute() {
@@ -366,22 +383,27 @@ final class ParserTests: XCTestCase {
 
   func testDuplicates() {
     XCTAssertEqual(
-      diagnostics("log-format text\nlog-format json\nroute a.example.com {\n  auth none\n  AUTH none\n}\n"),
+      diagnostics(
+        "log-format text\nlog-format json\nroute a.example.com {\n  auth none\n  AUTH none\n}\n"),
       [
         "proxy.conf:2:1: duplicate log-format (first set on line 1); expected at most one at top level",
         "proxy.conf:5:3: duplicate auth (first set on line 4); expected at most one per route",
       ])
     XCTAssertEqual(
       diagnostics("listen 127.0.0.1:80\nlisten 127.0.0.1:80\n"),
-      ["proxy.conf:2:8: duplicate listen 127.0.0.1:80 (first on line 1); expected each address once"])
+      [
+        "proxy.conf:2:8: duplicate listen 127.0.0.1:80 (first on line 1); expected each address once"
+      ])
   }
 
   func testCollectsAllErrors() {
     let d = diagnostics("lisen x\nmax-body big\nroute {\n  auth magic\n}\n}\n")
     XCTAssertEqual(d.count, 5, "\(d)")
-    XCTAssertEqual(d.map { $0.split(separator: ":").prefix(3).joined(separator: ":") }, [
-      "proxy.conf:1:1", "proxy.conf:2:10", "proxy.conf:3:1", "proxy.conf:4:8", "proxy.conf:6:1",
-    ])
+    XCTAssertEqual(
+      d.map { $0.split(separator: ":").prefix(3).joined(separator: ":") },
+      [
+        "proxy.conf:1:1", "proxy.conf:2:10", "proxy.conf:3:1", "proxy.conf:4:8", "proxy.conf:6:1",
+      ])
   }
 
   func testKeywordsAreCaseInsensitive() throws {
@@ -409,7 +431,8 @@ final class ParserTests: XCTestCase {
       }
       """#)
     XCTAssertEqual(c.accessLog, .file("/var/log/a log#1.txt"))
-    XCTAssertEqual(c.routes[0].auth, .header(name: "X-Key", value: .literal(#"va#lue "quoted" back\slash"#)))
+    XCTAssertEqual(
+      c.routes[0].auth, .header(name: "X-Key", value: .literal(#"va#lue "quoted" back\slash"#)))
     // A quoted "url" is a fixed audience, not the keyword.
     XCTAssertEqual(c.routes[1].auth, .oidc(audience: .fixed("url")))
     // The literal secret is warned about, at its position.
@@ -443,7 +466,8 @@ final class ParserTests: XCTestCase {
       XCTAssertEqual(c.routes[0].auth, .oauth2(scopes: ["https://a", "https://b"]), form)
     }
     let d = try parse("route storage.googleapis.com {\n  auth OAuth2\n}\n")
-    XCTAssertEqual(d.routes[0].auth, .oauth2(scopes: ["https://www.googleapis.com/auth/cloud-platform"]))
+    XCTAssertEqual(
+      d.routes[0].auth, .oauth2(scopes: ["https://www.googleapis.com/auth/cloud-platform"]))
     XCTAssertEqual(AuthSpec.normalizeScopes(["b a", "a,c"]), ["a", "b", "c"])
   }
 
@@ -457,17 +481,21 @@ final class ParserTests: XCTestCase {
   }
 
   func testOIDCAudiences() throws {
-    let c = try parse("route a.run.app {\n  auth OIDC\n}\nroute b.run.app {\n  auth OIDC audience https://custom\n}\n")
+    let c = try parse(
+      "route a.run.app {\n  auth OIDC\n}\nroute b.run.app {\n  auth OIDC audience https://custom\n}\n"
+    )
     XCTAssertEqual(c.routes[0].auth, .oidc(audience: .origin))
     XCTAssertEqual(c.routes[1].auth, .oidc(audience: .fixed("https://custom")))
     XCTAssertEqual(
-      OIDCAudience.origin.resolve(upstream: .https, host: "a.run.app", port: 443, pathAndQuery: "/x?y"),
+      OIDCAudience.origin.resolve(
+        upstream: .https, host: "a.run.app", port: 443, pathAndQuery: "/x?y"),
       "https://a.run.app")
     XCTAssertEqual(
       OIDCAudience.origin.resolve(upstream: .https, host: "::1", port: 8443, pathAndQuery: "/x?y"),
       "https://[::1]:8443")
     XCTAssertEqual(
-      OIDCAudience.url.resolve(upstream: .https, host: "a.run.app", port: 443, pathAndQuery: "/x/y?q=1"),
+      OIDCAudience.url.resolve(
+        upstream: .https, host: "a.run.app", port: 443, pathAndQuery: "/x/y?q=1"),
       "https://a.run.app/x/y")
   }
 
@@ -505,10 +533,13 @@ final class ParserTests: XCTestCase {
       }
       """, google: true)
     XCTAssertEqual(d.count, 7, "\(d)")
-    XCTAssertTrue(d[0].hasPrefix("proxy.conf:2:53: credentials \"a\" impersonates via itself"), d[0])
-    XCTAssertTrue(d[1].hasPrefix("proxy.conf:5:53: credentials \"b\" impersonates via itself"), d[1])
+    XCTAssertTrue(
+      d[0].hasPrefix("proxy.conf:2:54: credentials \"a\" impersonates via itself"), d[0])
+    XCTAssertTrue(
+      d[1].hasPrefix("proxy.conf:5:54: credentials \"b\" impersonates via itself"), d[1])
     XCTAssertTrue(d[2].hasPrefix("proxy.conf:6:18: refresh-window 2h is not shorter"), d[2])
-    XCTAssertTrue(d[3].hasPrefix("proxy.conf:9:39: token-url must use https unless its host is loopback"), d[3])
+    XCTAssertTrue(
+      d[3].hasPrefix("proxy.conf:9:39: token-url must use https unless its host is loopback"), d[3])
     XCTAssertTrue(d[4].hasPrefix("proxy.conf:11:13: credentials \"d\" has no source"), d[4])
     XCTAssertTrue(d[5].hasPrefix("proxy.conf:13:3: unknown directive \"bogus\""), d[5])
     XCTAssertEqual(
@@ -526,19 +557,24 @@ final class ParserTests: XCTestCase {
   }
 
   func testReservedHeaderNames() {
-    let d = diagnostics("route a.example.com {\n  auth header Content-Length env:T\n}\nroute b.example.com {\n  auth header \"Bad Name\" env:T\n}\n")
+    let d = diagnostics(
+      "route a.example.com {\n  auth header Content-Length env:T\n}\nroute b.example.com {\n  auth header \"Bad Name\" env:T\n}\n"
+    )
     XCTAssertEqual(d.count, 2, "\(d)")
-    XCTAssertTrue(d[0].hasPrefix("proxy.conf:2:15: header Content-Length cannot carry a credential"), d[0])
+    XCTAssertTrue(
+      d[0].hasPrefix("proxy.conf:2:15: header Content-Length cannot carry a credential"), d[0])
     XCTAssertTrue(d[1].hasPrefix("proxy.conf:5:15: invalid header name \"Bad Name\""), d[1])
   }
 
   func testSecretReferences() throws {
-    let c = try parse("route a.b {\n  auth bearer env:TOKEN_1\n}\nroute c.d {\n  auth bearer file:tok\n}\n")
+    let c = try parse(
+      "route a.b {\n  auth bearer env:TOKEN_1\n}\nroute c.d {\n  auth bearer file:tok\n}\n")
     XCTAssertEqual(c.routes[0].auth, .bearer(.env("TOKEN_1")))
     XCTAssertEqual(c.routes[1].auth, .bearer(.file("tok")))
     // Relative paths are relative to the config file's directory.
     let d = try ConfigParser.parse(
-      text: "ca-file ca.pem\nroute a.b {\n  auth bearer file:secrets/tok\n}\n", path: "/etc/credproxy/proxy.conf")
+      text: "ca-file ca.pem\nroute a.b {\n  auth bearer file:secrets/tok\n}\n",
+      path: "/etc/credproxy/proxy.conf")
     XCTAssertEqual(d.caFile, "/etc/credproxy/ca.pem")
     XCTAssertEqual(d.routes[0].auth, .bearer(.file("/etc/credproxy/secrets/tok")))
     XCTAssertEqual(
@@ -549,11 +585,15 @@ final class ParserTests: XCTestCase {
   }
 
   func testListenForms() throws {
-    XCTAssertEqual(try parse("listen localhost:0\n").listeners, [ListenAddress(host: "localhost", port: 0)])
-    let d = diagnostics("listen 127.0.0.1\nlisten example.com:80\nlisten [::1:80\nlisten 1.2.3.4:70000\n")
+    XCTAssertEqual(
+      try parse("listen localhost:0\n").listeners, [ListenAddress(host: "localhost", port: 0)])
+    let d = diagnostics(
+      "listen 127.0.0.1\nlisten example.com:80\nlisten [::1:80\nlisten 1.2.3.4:70000\n")
     XCTAssertEqual(d.count, 4, "\(d)")
     XCTAssertTrue(d[0].hasPrefix("proxy.conf:1:8: missing port"), d[0])
-    XCTAssertTrue(d[1].hasPrefix("proxy.conf:2:8: listen address \"example.com:80\" is not an IP address"), d[1])
+    XCTAssertTrue(
+      d[1].hasPrefix("proxy.conf:2:8: listen address \"example.com:80\" is not an IP address"), d[1]
+    )
     XCTAssertTrue(d[2].hasPrefix("proxy.conf:3:8: missing ]"), d[2])
     XCTAssertTrue(d[3].hasPrefix("proxy.conf:4:8: invalid port \"70000\""), d[3])
     let w = try parse("listen 0.0.0.0:8080\n").warnings
@@ -569,7 +609,9 @@ final class ParserTests: XCTestCase {
   }
 
   func testLoadConfig() throws {
-    XCTAssertThrowsError(try loadConfig(path: "/nonexistent/proxy.conf", googleAuthAvailable: false)) { e in
+    XCTAssertThrowsError(
+      try loadConfig(path: "/nonexistent/proxy.conf", googleAuthAvailable: false)
+    ) { e in
       let d = (e as? ConfigError)?.diagnostics ?? []
       XCTAssertEqual(d.count, 1)
       XCTAssertEqual(d.first?.line, 0)
@@ -578,7 +620,8 @@ final class ParserTests: XCTestCase {
         "/nonexistent/proxy.conf:0:0: cannot read config file \"/nonexistent/proxy.conf\": no such file; expected a readable proxy.conf"
       )
     }
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString)")
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "cfg-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }
     let file = dir.appendingPathComponent("proxy.conf").path

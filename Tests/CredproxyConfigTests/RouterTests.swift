@@ -1,3 +1,4 @@
+import HTTP1
 import XCTest
 
 @testable import CredproxyConfig
@@ -39,12 +40,13 @@ final class RouterTests: XCTestCase {
 
   func testNoRouteDeniesByDefault() throws {
     let r = try router("route api.example.com {\n}\n")
-    guard case .refuse(let status, let code, let reason, let match) =
-      r.decide(method: "GET", host: "x.example.com", explicitPort: nil, path: "/")
+    guard
+      case .refuse(let status, let code, let reason, let match) =
+        r.decide(method: "GET", host: "x.example.com", explicitPort: nil, path: "/")
     else { return XCTFail("expected refusal") }
     XCTAssertEqual(status, 403)
     XCTAssertEqual(code, "no_route")
-    XCTAssertEqual(reason, "no route for host \"x.example.com\": credproxy denies by default")
+    XCTAssertEqual(reason, "no route for host \"x.example.com\": credproxy is deny-by-default")
     XCTAssertNil(match)
     XCTAssertEqual(outcome(Router(routes: []), "a"), "403 no_route")
   }
@@ -132,7 +134,10 @@ final class RouterTests: XCTestCase {
       route * {
       }
       """)
-    for host in ["169.254.169.254", "2852039166", "0xa9.0xfe.0xa9.0xfe", "169.254.43518", "0251.0376.0251.0376"] {
+    for host in [
+      "169.254.169.254", "2852039166", "0xa9.0xfe.0xa9.0xfe", "169.254.43518",
+      "0251.0376.0251.0376",
+    ] {
       XCTAssertEqual(outcome(r, host), "403 denied", host)
     }
     XCTAssertEqual(outcome(r, "::1", port: 8080), "forward #2")
@@ -156,7 +161,9 @@ final class RouterTests: XCTestCase {
       }
       """)
     XCTAssertEqual(outcome(r, "api.example.com", path: "/v1/private/x"), "403 denied")
-    guard case .forward(let m) = r.decide(method: "GET", host: "api.example.com", explicitPort: nil, path: "/v1")
+    guard
+      case .forward(let m) = r.decide(
+        method: "GET", host: "api.example.com", explicitPort: nil, path: "/v1")
     else { return XCTFail() }
     XCTAssertEqual(m.index, 1)
     XCTAssertEqual(m.route.auth, .bearer(.env("A")))
@@ -164,8 +171,9 @@ final class RouterTests: XCTestCase {
 
   func testDenyReason() throws {
     let r = try router("route a.example.com {\n}\nroute evil.example.com {\n  deny\n}\n")
-    guard case .refuse(let status, let code, let reason, let match) =
-      r.decide(method: "GET", host: "evil.example.com", explicitPort: nil, path: "/")
+    guard
+      case .refuse(let status, let code, let reason, let match) =
+        r.decide(method: "GET", host: "evil.example.com", explicitPort: nil, path: "/")
     else { return XCTFail() }
     XCTAssertEqual(status, 403)
     XCTAssertEqual(code, "denied")
@@ -177,27 +185,43 @@ final class RouterTests: XCTestCase {
     let r = try router("route api.example.com {\n  methods get head\n}\n")
     XCTAssertEqual(outcome(r, "api.example.com", method: "GET"), "forward #1")
     XCTAssertEqual(outcome(r, "api.example.com", method: "HEAD"), "forward #1")
-    guard case .refuse(let status, let code, let reason, let match) =
-      r.decide(method: "DELETE", host: "api.example.com", explicitPort: nil, path: "/")
+    guard
+      case .refuse(let status, let code, let reason, let match) =
+        r.decide(method: "DELETE", host: "api.example.com", explicitPort: nil, path: "/")
     else { return XCTFail() }
     XCTAssertEqual(status, 405)
     XCTAssertEqual(code, "method_not_allowed")
     XCTAssertEqual(
-      reason, "method \"DELETE\" is not allowed by route #1 api.example.com (line 1); allowed: GET, HEAD")
+      reason,
+      "method \"DELETE\" is not allowed by route #1 api.example.com (line 1); allowed: GET, HEAD")
     XCTAssertEqual(match?.number, 1)
+  }
+
+  func testDecideWithAuthority() throws {
+    let r = try router("route [::1]:8443 {\n  upstream \"HTTP\"\n}\n")
+    let a = Authority(host: "::1", port: 8443, isIPv6: true)
+    guard case .forward(let m) = r.decide(method: "GET", authority: a, path: "/") else {
+      return XCTFail()
+    }
+    XCTAssertEqual(m.route.upstream, .http)
   }
 
   func testUpstreamURL() throws {
     let c = try ConfigParser.parse(text: "route a.b {\n}\nroute c.d {\n  upstream http\n}\n")
     XCTAssertEqual(
-      c.routes[0].upstreamURL(host: "a.b", explicitPort: nil, pathAndQuery: "/x?y"), "https://a.b:443/x?y")
+      c.routes[0].upstreamURL(host: "a.b", explicitPort: nil, pathAndQuery: "/x?y"),
+      "https://a.b:443/x?y")
     XCTAssertEqual(
-      c.routes[0].upstreamURL(host: "::1", explicitPort: 8443, pathAndQuery: ""), "https://[::1]:8443/")
-    XCTAssertEqual(c.routes[1].upstreamURL(host: "c.d", explicitPort: nil, pathAndQuery: "/"), "http://c.d:80/")
+      c.routes[0].upstreamURL(host: "::1", explicitPort: 8443, pathAndQuery: ""),
+      "https://[::1]:8443/")
+    XCTAssertEqual(
+      c.routes[1].upstreamURL(host: "c.d", explicitPort: nil, pathAndQuery: "/"), "http://c.d:80/")
   }
 
   func testPathNormalizer() {
-    func n(_ s: String) -> String { String(decoding: PathNormalizer.normalize(Array(s.utf8)), as: UTF8.self) }
+    func n(_ s: String) -> String {
+      String(decoding: PathNormalizer.normalize(Array(s.utf8)), as: UTF8.self)
+    }
     XCTAssertEqual(n("/a/./b/../c"), "/a/c")
     XCTAssertEqual(n("/a//b/"), "/a/b/")
     XCTAssertEqual(n("/../.."), "/")

@@ -4,20 +4,24 @@ import XCTest
 
 final class SecretTests: XCTestCase {
   func testEnv() throws {
-    XCTAssertEqual(try SecretRef.env("EXAMPLE_TOKEN").resolve(environment: ["EXAMPLE_TOKEN": "s3cr3t"]), "s3cr3t")
+    XCTAssertEqual(
+      try SecretRef.env("EXAMPLE_TOKEN").resolve(environment: ["EXAMPLE_TOKEN": "s3cr3t"]), "s3cr3t"
+    )
     XCTAssertThrowsError(try SecretRef.env("EXAMPLE_TOKEN").resolve(environment: [:])) { e in
       XCTAssertEqual((e as? SecretError)?.message, "env:EXAMPLE_TOKEN is not set")
     }
     XCTAssertThrowsError(try SecretRef.env("E").resolve(environment: ["E": ""])) { e in
       XCTAssertEqual("\(e)", "env:E is empty")
     }
-    XCTAssertThrowsError(try SecretRef.env("E").resolve(environment: ["E": "a\r\nX-Evil: 1"])) { e in
+    XCTAssertThrowsError(try SecretRef.env("E").resolve(environment: ["E": "a\r\nX-Evil: 1"])) {
+      e in
       XCTAssertFalse("\(e)".contains("Evil"))
     }
   }
 
   func testFile() throws {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sec-\(UUID().uuidString)")
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "sec-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }
     let path = dir.appendingPathComponent("token").path

@@ -52,6 +52,11 @@ final class BodyDecoderTests: XCTestCase {
     XCTAssertEqual(
       result, .failed(HTTPParseError(status: 413, reason: "request body exceeds 10 bytes")))
     XCTAssertFalse(decoder.isComplete)
+    // Known before any body byte arrives (e.g. before answering 100-continue).
+    var early = BodyDecoder(framing: .contentLength(11), maxBody: 10)
+    let empty = [UInt8]().withUnsafeBytes { early.decode($0) { _ in XCTFail() } }
+    XCTAssertEqual(
+      empty, .failed(HTTPParseError(status: 413, reason: "request body exceeds 10 bytes")))
     // Exactly at the limit is fine.
     let outcome = decodeBodyAllWays(
       Array("0123456789".utf8), framing: .contentLength(10), maxBody: 10)

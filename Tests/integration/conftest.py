@@ -201,7 +201,8 @@ class ProxyFactory:
         try:
             return proc.start(timeout=start_timeout)
         except ProxyStartError as e:
-            pytest.fail(str(e), pytrace=False)
+            message = str(e)
+        pytest.fail(message, pytrace=False)
 
     def stop_all(self) -> None:
         for p in self.started:

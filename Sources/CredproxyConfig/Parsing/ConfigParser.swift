@@ -168,7 +168,8 @@ private struct ParseSession {
     for var s in input {
       if s.head.isClose {
         if s.tokens.count > 1 {
-          error(s.tokens[1], "unexpected \"\(s.tokens[1].text)\" after }; expected } alone on its line")
+          error(
+            s.tokens[1], "unexpected \"\(s.tokens[1].text)\" after }; expected } alone on its line")
           s.tokens = [s.head]
         }
         out.append(s)
@@ -178,7 +179,8 @@ private struct ParseSession {
         if var previous = out.last, !previous.head.isClose, !previous.tokens.last!.isOpen {
           error(
             s.head,
-            "{ must end the line that opens the block; expected \(previous.head.text) … { on one line")
+            "{ must end the line that opens the block; expected \(previous.head.text) … { on one line"
+          )
           previous.tokens.append(s.head)
           out[out.count - 1] = previous
         } else {
@@ -226,7 +228,8 @@ private struct ParseSession {
           )
           return body
         }
-        error(s.tokens.last!, "unexpected block inside a \(kind) block; expected blocks not to nest")
+        error(
+          s.tokens.last!, "unexpected block inside a \(kind) block; expected blocks not to nest")
         i += 1
         var depth = 1
         while i < all.count && depth > 0 {
@@ -302,7 +305,10 @@ private struct ParseSession {
   mutating func path(_ t: Token) -> String? {
     let p = t.text
     if p.hasPrefix("~") {
-      error(t, "\"~\" is not expanded in \"\(p)\"; expected an absolute path or one relative to the config file")
+      error(
+        t,
+        "\"~\" is not expanded in \"\(p)\"; expected an absolute path or one relative to the config file"
+      )
       return nil
     }
     if p.hasPrefix("/") || baseDir.isEmpty || baseDir == "." { return p }
@@ -380,7 +386,10 @@ private struct ParseSession {
       do {
         let hp = try Values.hostPort(t.text, portRequired: true, allowPortZero: true)
         if !hp.isIPv6 && hp.host != "localhost" && IPAddress.ipv4Canonical(hp.host.utf8) == nil {
-          error(t, "listen address \"\(t.text)\" is not an IP address; expected e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080")
+          error(
+            t,
+            "listen address \"\(t.text)\" is not an IP address; expected e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080"
+          )
           return
         }
         let addr = ListenAddress(host: hp.host, port: hp.port!)
@@ -401,7 +410,10 @@ private struct ParseSession {
       }
     case "ca-file":
       guard onceTop(s), arity(s, 1, "ca-file PATH") else { return }
-      if let p = path(s.tokens[1]) { config.caFile = p }
+      if let p = path(s.tokens[1]) {
+        config.caFile = p
+        config.caFileLine = s.line
+      }
     case "connect-timeout", "request-timeout", "idle-timeout", "header-timeout":
       guard onceTop(s), arity(s, 1, "\(k) DURATION (e.g. 30s)"),
         let ms = duration(s.tokens[1])
@@ -432,9 +444,9 @@ private struct ParseSession {
     case "log-format":
       guard onceTop(s), arity(s, 1, "log-format text|json") else { return }
       let t = s.tokens[1]
-      if t.isKeyword("text") {
+      if t.keyword == "text" {
         config.logFormat = .text
-      } else if t.isKeyword("json") {
+      } else if t.keyword == "json" {
         config.logFormat = .json
       } else {
         error(t, "invalid log-format \"\(t.text)\"; expected text or json")
@@ -470,9 +482,9 @@ private struct ParseSession {
       case "upstream":
         guard arity(s, 1, "upstream https|http") else { continue }
         let t = s.tokens[1]
-        if t.isKeyword("https") {
+        if t.keyword == "https" {
           route.upstream = .https
-        } else if t.isKeyword("http") {
+        } else if t.keyword == "http" {
           route.upstream = .http
         } else {
           error(t, "invalid upstream \"\(t.text)\"; expected https or http")
@@ -488,7 +500,8 @@ private struct ParseSession {
         }
       case "methods":
         guard s.tokens.count > 1 else {
-          error(s.head, "methods is missing its arguments; expected methods METHOD… (e.g. GET POST)")
+          error(
+            s.head, "methods is missing its arguments; expected methods METHOD… (e.g. GET POST)")
           continue
         }
         var set = Set<String>()
@@ -549,12 +562,14 @@ private struct ParseSession {
       let current = info.authToken == nil ? "no auth" : "auth \(route.auth.typeName)"
       if let t = info.authHeaderToken {
         error(
-          t, "auth-header only applies to auth OAuth2 or OIDC, and this route has \(current); expected auth OAuth2 or auth OIDC in this route"
+          t,
+          "auth-header only applies to auth OAuth2 or OIDC, and this route has \(current); expected auth OAuth2 or auth OIDC in this route"
         )
       }
       if let t = info.credentialsToken {
         error(
-          t, "credentials only applies to auth OAuth2 or OIDC, and this route has \(current); expected auth OAuth2 or auth OIDC in this route"
+          t,
+          "credentials only applies to auth OAuth2 or OIDC, and this route has \(current); expected auth OAuth2 or auth OIDC in this route"
         )
       }
     }
@@ -593,7 +608,8 @@ private struct ParseSession {
       let user = rest[0].text
       var ok = true
       if user.contains(":") || user.unicodeScalars.contains(where: { $0.value < 0x20 }) {
-        error(rest[0], "basic auth user \"\(user)\" contains a colon; expected a user name without :")
+        error(
+          rest[0], "basic auth user \"\(user)\" contains a colon; expected a user name without :")
         ok = false
       }
       let ref = secret(rest[1])
@@ -611,12 +627,17 @@ private struct ParseSession {
       if name == "OAuth2" {
         guard let first = rest.first else { return .oauth2(scopes: AuthSpec.defaultScopes) }
         guard first.isKeyword("scopes") || first.isKeyword("scope") else {
-          error(first, "unexpected \"\(first.text)\" after auth OAuth2; expected auth OAuth2 [scopes SCOPE…]")
+          error(
+            first,
+            "unexpected \"\(first.text)\" after auth OAuth2; expected auth OAuth2 [scopes SCOPE…]")
           return nil
         }
         let scopes = AuthSpec.normalizeScopes(rest.dropFirst().map(\.text))
         guard !scopes.isEmpty else {
-          error(first, "\(first.text) is missing its values; expected scopes SCOPE… (space- or comma-separated)")
+          error(
+            first,
+            "\(first.text) is missing its values; expected scopes SCOPE… (space- or comma-separated)"
+          )
           return nil
         }
         return .oauth2(scopes: scopes)
@@ -631,7 +652,10 @@ private struct ParseSession {
       let a = rest[1]
       if a.isKeyword("origin") { return .oidc(audience: .origin) }
       if a.isKeyword("url") {
-        warn(a, "audience url mints one ID token per path (Cloud Run expects the origin); prefer audience origin")
+        warn(
+          a,
+          "audience url mints one ID token per path (Cloud Run expects the origin); prefer audience origin"
+        )
         return .oidc(audience: .url)
       }
       guard !a.text.isEmpty else {
@@ -861,11 +885,15 @@ private struct ParseSession {
     var used = Set<String>()
 
     // Impersonation chains: `via` must name a block (or default) and must not loop.
-    for (name, info) in credentialInfos.sorted(by: { $0.value.nameToken.line < $1.value.nameToken.line }) {
+    for (name, info) in credentialInfos.sorted(by: {
+      $0.value.nameToken.line < $1.value.nameToken.line
+    }) {
       guard let via = info.via, let viaToken = info.viaToken else { continue }
       used.insert(via)
       if via != CredentialSpec.defaultName && !defined.contains(via) {
-        error(viaToken, "undefined credentials \"\(via)\"; expected a credentials \(via) { … } block, or default")
+        error(
+          viaToken,
+          "undefined credentials \"\(via)\"; expected a credentials \(via) { … } block, or default")
         continue
       }
       var seen: Set<String> = [name]
@@ -873,7 +901,10 @@ private struct ParseSession {
       while let c = current {
         if seen.contains(c) {
           if c == name {
-            error(viaToken, "credentials \"\(name)\" impersonates via itself (via \(via) loops back); expected a chain that ends in another source")
+            error(
+              viaToken,
+              "credentials \"\(name)\" impersonates via itself (via \(via) loops back); expected a chain that ends in another source"
+            )
           }
           break
         }
@@ -922,7 +953,10 @@ private struct ParseSession {
           return false
         })
       {
-        warn(t, "route #\(number) sends credentials over plain http (upstream http); prefer upstream https")
+        warn(
+          t,
+          "route #\(number) sends credentials over plain http (upstream http); prefer upstream https"
+        )
       }
       if route.deny && route.auth.typeName != "none", let t = info.authToken {
         warn(t, "route #\(number) denies every request, so its auth is never used")
@@ -954,14 +988,15 @@ private struct ParseSession {
       warnings.append(
         ConfigDiagnostic(
           file: file, line: 1, column: 1,
-          message: "no routes: every request will be refused (credproxy denies by default)"))
+          message: "no routes: every request will be refused (credproxy is deny-by-default)"))
     }
   }
 
   static func isUnderGoogleAPIs(_ host: RoutePattern.Host) -> Bool {
     switch host {
     case .any: return false
-    case .exact(let h), .suffix(let h): return h == "googleapis.com" || h.hasSuffix(".googleapis.com")
+    case .exact(let h), .suffix(let h):
+      return h == "googleapis.com" || h.hasSuffix(".googleapis.com")
     }
   }
 
@@ -969,7 +1004,8 @@ private struct ParseSession {
   static func covers(_ a: RoutePattern, _ b: RoutePattern) -> Bool {
     switch (a.host, b.host) {
     case (.any, _): break
-    case (.suffix(let s), .suffix(let t)): guard t == s || t.hasSuffix("." + s) else { return false }
+    case (.suffix(let s), .suffix(let t)):
+      guard t == s || t.hasSuffix("." + s) else { return false }
     case (.suffix(let s), .exact(let h)): guard h.hasSuffix("." + s) else { return false }
     case (.exact(let h1), .exact(let h2)): guard h1 == h2 else { return false }
     default: return false

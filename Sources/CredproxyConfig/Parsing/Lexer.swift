@@ -125,7 +125,7 @@ enum Lexer {
         if !word.isEmpty {
           current.append(Token(text: String(word), quoted: false, line: line, column: col))
         }
-        // A quote inside a word starts a new (quoted) word on the next turn.
+      // A quote inside a word starts a new (quoted) word on the next turn.
       }
     }
     if !current.isEmpty { statements.append(Statement(tokens: current)) }

@@ -213,7 +213,8 @@ enum Values {
     if rest.hasPrefix(":") {
       let end = rest.firstIndex(of: "/") ?? rest.endIndex
       do {
-        port = try Values.port(rest[rest.index(after: rest.startIndex)..<end], in: text, allowZero: false)
+        port = try Values.port(
+          rest[rest.index(after: rest.startIndex)..<end], in: text, allowZero: false)
       } catch { throw bad(error.message) }
       rest = rest[end...]
     }

@@ -10,20 +10,22 @@ extension ProxyConfig {
       out.append(ConfigDiagnostic(file: sourcePath, line: line, column: 1, message: message))
     }
     if let caFile, !FileManager.default.isReadableFile(atPath: caFile) {
-      add(0, "ca-file \(caFile) cannot be read")
+      add(caFileLine, "ca-file \(caFile) cannot be read")
     }
     for (i, route) in routes.enumerated() where !route.deny {
       if let secret = route.auth.secret, let problem = secret.problem(environment: environment) {
         add(
           route.line,
-          "route #\(i + 1) \(route.name): \(problem); its requests will fail until it is available")
+          "route #\(i + 1) \(route.name): \(problem); its requests get 503 credential_unavailable until it is available"
+        )
       }
     }
     for spec in credentials {
       switch spec.source {
       case .keyFile(let p), .refreshToken(let p):
         if !FileManager.default.isReadableFile(atPath: p) {
-          add(spec.line, "credentials \"\(spec.name)\": \(spec.source.typeName) \(p) cannot be read")
+          add(
+            spec.line, "credentials \"\(spec.name)\": \(spec.source.typeName) \(p) cannot be read")
         }
       case .clientCredentials(_, _, let secret, _):
         if let problem = secret.problem(environment: environment) {
@@ -65,7 +67,9 @@ public enum CheckReport {
       lines.append("routes: none (every request is refused)")
     } else {
       lines.append("routes (first match wins; a request no route matches is refused with 403):")
-      var rows = [["#", "patterns", "upstream", "connect-to", "methods", "auth", "deny", "limits", "line"]]
+      var rows = [
+        ["#", "patterns", "upstream", "connect-to", "methods", "auth", "deny", "limits", "line"]
+      ]
       for (i, r) in config.routes.enumerated() {
         var limits: [String] = []
         if let ms = r.connectTimeoutMs { limits.append("connect-timeout \(Format.duration(ms))") }

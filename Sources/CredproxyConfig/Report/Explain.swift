@@ -18,9 +18,7 @@ public enum Explain {
     var lines: [String] = []
     lines.append("request: \(method) \(url)")
     let shownHost = parts.isIPv6 ? "[\(parts.host)]" : parts.host
-    let portText =
-      parts.port.map { "port \($0)" }
-      ?? "no port (the route's upstream default applies; \(parts.scheme) would mean \(parts.scheme == "https" ? 443 : 80))"
+    let portText = parts.port.map { "port \($0)" } ?? "no explicit port"
     lines.append("  host \(shownHost), \(portText), path \(parts.pathAndQuery)")
 
     let router = Router(routes: config.routes)
@@ -45,10 +43,13 @@ public enum Explain {
       let port = route.effectivePort(explicitPort: parts.port)
       lines.append(routeLine(match))
       lines.append("allowed: forwarded")
-      lines.append(
-        "  upstream: "
-          + route.upstreamURL(
-            host: parts.host, explicitPort: parts.port, pathAndQuery: parts.pathAndQuery))
+      let upstreamURL = route.upstreamURL(
+        host: parts.host, explicitPort: parts.port, pathAndQuery: parts.pathAndQuery)
+      let portNote =
+        parts.port == nil
+        ? " (port \(port): the upstream \(route.upstream.rawValue) default; the caller's \(parts.scheme):// does not change it)"
+        : ""
+      lines.append("  upstream: \(upstreamURL)\(portNote)")
       if let c = route.connectTo {
         lines.append("  connect-to: \(c) (TLS name and Host stay \(shownHost))")
       }
@@ -89,7 +90,8 @@ public enum Explain {
 
   private static func availability(_ s: SecretRef, _ env: [String: String]) -> String {
     if let problem = s.problem(environment: env) {
-      return "secret: NOT available: \(problem); requests on this route fail until it is"
+      return
+        "secret: NOT available: \(problem); requests on this route get 503 credential_unavailable until it is"
     }
     return "secret: available (\(s))"
   }

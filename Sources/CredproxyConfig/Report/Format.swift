@@ -22,7 +22,9 @@ enum Format {
     if !s.isEmpty && !s.contains(where: { $0 == " " || $0 == "\"" || $0 == "#" || $0 == "\t" }) {
       return s
     }
-    return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    return "\""
+      + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+      + "\""
   }
 
   /// Left-aligned columns separated by two spaces; the last column is not padded.

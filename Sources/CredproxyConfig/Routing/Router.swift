@@ -1,3 +1,5 @@
+import HTTP1
+
 /// The route a request matched. `index` is the 0-based position in `ProxyConfig.routes`;
 /// messages call it `route #\(number)`.
 public struct RouteMatch: Sendable {
@@ -73,8 +75,14 @@ public struct Router: Sendable {
     }
     return .refuse(
       status: 403, code: "no_route",
-      reason: "no route for host \(Self.quoted(key.display)): credproxy denies by default",
+      reason: "no route for host \(Self.quoted(key.display)): credproxy is deny-by-default",
       route: nil)
+  }
+
+  /// `decide` for a parsed request authority (`Authority.host` is already lowercase, IPv6
+  /// without brackets).
+  public func decide(method: String, authority: Authority, path: String) -> RoutingDecision {
+    decide(method: method, host: authority.host, explicitPort: authority.port, path: path)
   }
 
   /// A host or method from a request, quoted and stripped of anything unprintable.
@@ -201,8 +209,7 @@ private struct HostKey {
     if h.utf8.first == 0x5B && h.utf8.last == 0x5D { h = h.dropFirst().dropLast() }
     display = host
     name = h.utf8
-    if let first = h.utf8.first, first >= 0x30 && first <= 0x39, let v4 = IPAddress.ipv4Lenient(h)
-    {
+    if let first = h.utf8.first, first >= 0x30 && first <= 0x39, let v4 = IPAddress.ipv4Lenient(h) {
       kind = .ipv4(v4)
     } else if h.utf8.contains(0x3A), let v6 = IPAddress.ipv6(h) {
       kind = .ipv6(v6.0, v6.1)

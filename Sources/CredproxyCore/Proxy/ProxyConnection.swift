@@ -114,8 +114,9 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         case .needMore:
           return
         case .failed(let e):
-          respond(ErrorResponse(status: e.status, code: Self.code(for: e.status), message: e.reason),
-                  close: true, log: nil)
+          respond(
+            ErrorResponse(status: e.status, code: Self.code(for: e.status), message: e.reason),
+            close: true, log: nil)
           return
         case .complete(let head, let consumed):
           input.consume(consumed)
@@ -150,7 +151,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     let runtime = context.runtime
     let now = EventLoop.nowMs()
     let hasBody = head.framing != .none
-    var record = LogContext(head: head, host: head.authority?.host ?? "-", startedMs: now)
+    var record = LogContext(head: head, host: head.authority?.description ?? "-", startedMs: now)
 
     if head.method == "CONNECT" {
       respond(
@@ -295,6 +296,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   func upstreamDidReceiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
     guard let ex = exchange, !closed else { return false }
+    if bytes.isEmpty { return true }  // curl may call with 0 bytes; an empty chunk would end the body
     if output.count >= Self.outputHighWater { return false }
     if ex.framing == .chunked {
       output.append(chunkHeader(bytes.count))
@@ -314,8 +316,10 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     let requestFullyRead = ex.body.isComplete
     if let bodyError = ex.bodyError {
       finishWithError(
-        ex, ErrorResponse(status: bodyError.status, code: Self.code(for: bodyError.status),
-                          message: bodyError.reason), close: true)
+        ex,
+        ErrorResponse(
+          status: bodyError.status, code: Self.code(for: bodyError.status),
+          message: bodyError.reason), close: true)
     } else if let error {
       finishWithError(
         ex,
@@ -539,7 +543,8 @@ final class Exchange {
   var bytesOut: UInt64 = 0
   var keepAlive: Bool
 
-  init(head: RequestHead, log: LogContext, upstream: String, maxBody: UInt64, requestTimeoutMs: Int) {
+  init(head: RequestHead, log: LogContext, upstream: String, maxBody: UInt64, requestTimeoutMs: Int)
+  {
     self.head = head
     self.log = log
     self.upstream = upstream

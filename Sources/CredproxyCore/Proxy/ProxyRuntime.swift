@@ -54,7 +54,8 @@ final class ProxyRuntime: Sendable {
       case .none:
         return .none
       case .bearer(let secret):
-        return .header(name: "Authorization", value: "Bearer " + (try secret.resolve(environment: env)))
+        return .header(
+          name: "Authorization", value: "Bearer " + (try secret.resolve(environment: env)))
       case .header(let name, let secret):
         return .header(name: name, value: try secret.resolve(environment: env))
       case .basic(let user, let secret):

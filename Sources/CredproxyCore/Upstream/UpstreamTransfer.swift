@@ -219,7 +219,9 @@ final class UpstreamTransfer {
     }
     if let colon = line.firstIndex(of: ":") {
       let name = String(line[..<colon])
-      let value = line[line.index(after: colon)...].trimmingPrefix(while: { $0 == " " || $0 == "\t" })
+      let value = line[line.index(after: colon)...].trimmingPrefix(while: {
+        $0 == " " || $0 == "\t"
+      })
       responseHeaders.append(HeaderField(name: name, value: String(value)))
     }
     return bytes.count

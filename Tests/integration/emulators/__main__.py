@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from .google import Emulators, make_impersonated
+from .google import Emulators
 
 
 def main(argv=None) -> int:
