@@ -7,6 +7,7 @@ import Glibc
 /// The running proxy: binds the listeners, starts one event loop thread per core, and stops them.
 public final class ProxyServer: @unchecked Sendable {
   private let runtime: ProxyRuntime
+  let broker: TokenBroker
   private let loopCount: Int
   private var loops: [EventLoop] = []
   private let finished = DispatchGroup()
@@ -19,6 +20,7 @@ public final class ProxyServer: @unchecked Sendable {
   ) throws {
     do {
       runtime = try ProxyRuntime(config: config, environment: environment)
+      broker = TokenBroker(credentials: runtime.credentials)
     } catch {
       throw ServerError(message: error.description)
     }
@@ -61,9 +63,10 @@ public final class ProxyServer: @unchecked Sendable {
       loops.append(loop)
       let fds = perLoop[i]
       let runtime = self.runtime
+      let broker = self.broker
       finished.enter()
       let thread = Thread { [finished] in
-        let context = LoopContext(loop: loop, runtime: runtime, listenFDs: fds)
+        let context = LoopContext(loop: loop, runtime: runtime, broker: broker, listenFDs: fds)
         loop.run()
         withExtendedLifetime(context) {}
         finished.leave()

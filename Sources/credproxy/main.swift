@@ -115,7 +115,7 @@ func fail(_ message: String, code: Int32) -> Never {
 
 func load(_ path: String) -> ProxyConfig {
   do {
-    return try loadConfig(path: path, googleAuthAvailable: false)
+    return try loadConfig(path: path, googleAuthAvailable: true)
   } catch let error as ConfigError {
     fail(error.description, code: 2)
   } catch {

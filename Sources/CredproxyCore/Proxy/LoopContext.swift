@@ -5,12 +5,17 @@ final class LoopContext {
   let multi: CurlMulti
   /// The config in force for new requests; exchanges already running keep the one they began with.
   var runtime: ProxyRuntime
+  /// Shared by all loops; survives config reloads.
+  let broker: TokenBroker
   private var listeners: [Listener] = []
   private var connections: [ObjectIdentifier: ProxyConnection] = [:]
+  /// Delayed work (mint retries), checked on every tick: 250 ms resolution is plenty for backoff.
+  private var timers: [(dueMs: Int64, work: () -> Void)] = []
 
-  init(loop: EventLoop, runtime: ProxyRuntime, listenFDs: [Int32]) {
+  init(loop: EventLoop, runtime: ProxyRuntime, broker: TokenBroker, listenFDs: [Int32]) {
     self.loop = loop
     self.runtime = runtime
+    self.broker = broker
     multi = CurlMulti(loop: loop)
     listeners = listenFDs.map { Listener(fd: $0, context: self) }
     for l in listeners { l.start() }
@@ -29,7 +34,23 @@ final class LoopContext {
     connections.removeValue(forKey: ObjectIdentifier(c))
   }
 
+  /// Runs `work` on this loop once the current callbacks have returned (curl must not be
+  /// re-entered from inside its own callbacks).
+  func afterDispatch(_ work: @escaping () -> Void) {
+    let bound = LoopBound(work)
+    loop.execute { bound.value() }
+  }
+
+  func schedule(afterMs: Int, _ work: @escaping () -> Void) {
+    timers.append((EventLoop.nowMs() + Int64(afterMs), work))
+  }
+
   private func tick(_ now: Int64) {
+    if !timers.isEmpty {
+      let due = timers.filter { $0.dueMs <= now }
+      timers.removeAll { $0.dueMs <= now }
+      for t in due { t.work() }
+    }
     for c in Array(connections.values) where !c.closed { c.tick(nowMs: now) }
   }
 }

@@ -1,6 +1,7 @@
 import CSystem
 import CredproxyConfig
 import Glibc
+import GoogleAuth
 import HTTP1
 
 /// One client connection: reads requests with the strict parser, routes them, runs one upstream
@@ -13,6 +14,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     case idle
     /// Part of a request head is in (header-timeout applies).
     case readingHead
+    /// Routed; waiting for the broker to mint the route's token.
+    case awaitingToken
     case exchanging
     /// An error response is on its way out; nothing more is read.
     case closing
@@ -86,7 +89,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       }
       if n == 0 {
         // A client that closes mid-exchange aborts its own transfer; between requests it just leaves.
-        if phase == .exchanging || phase == .readingHead {
+        if phase == .exchanging || phase == .readingHead || phase == .awaitingToken {
           abort(reason: "client_closed")
         } else {
           close()
@@ -126,7 +129,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       case .exchanging:
         resumeUploadIfWaiting()
         return
-      case .closing:
+      case .awaitingToken, .closing:
         return
       }
     }
@@ -190,46 +193,130 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
           close: true, log: record)
         return
       }
-      if case .unavailable(let why) = prepared.auth {
+      let port = route.effectivePort(explicitPort: authority.port)
+      let hostForURL = authority.isIPv6 ? "[\(authority.host)]" : authority.host
+      let forward = Forward(
+        head: head, route: route, log: record,
+        origin: "\(route.upstream.rawValue)://\(hostForURL):\(port)",
+        pathAndQuery: path.isEmpty ? "/" : path, maxBody: maxBody, runtime: runtime)
+      switch prepared.auth {
+      case .none:
+        startTransfer(forward, credential: nil)
+      case .header(let name, let value):
+        startTransfer(forward, credential: (name, value))
+      case .unavailable(let why):
         respond(
           ErrorResponse(
             status: 503, code: "credential_unavailable",
             message: "route \(record.route) (\(route.name)) has no credential: \(why)"),
           close: hasBody || !head.keepAlive, log: record)
-        return
+      case .minted(let credential, let kind, let header):
+        // Tokens go only to HTTPS upstreams; plain http is allowed to loopback (emulators, tests).
+        if route.upstream == .http && !isLoopback(authority.host) {
+          respond(
+            ErrorResponse(
+              status: 403, code: "insecure_upstream",
+              message:
+                "route \(record.route) would send a token over plain http to \(authority.host)"),
+            close: hasBody || !head.keepAlive, log: record)
+          return
+        }
+        let request: TokenRequest
+        switch kind {
+        case .oauth2(let scopes):
+          request = TokenRequest(credential: credential, scopes: scopes)
+        case .oidc(let audience):
+          request = TokenRequest(
+            credential: credential,
+            audience: audience.resolve(
+              upstream: route.upstream, host: authority.host, port: port, pathAndQuery: path))
+        }
+        acquireToken(forward, request: request, header: header)
       }
-      let scheme = route.upstream.rawValue
-      let port = authority.port ?? (route.upstream == .https ? 443 : 80)
-      let hostForURL = authority.isIPv6 ? "[\(authority.host)]" : authority.host
-      let origin = "\(scheme)://\(hostForURL):\(port)"
-      var lines = HeaderPolicy.upstreamLines(head.headers, replacing: prepared.replacedHeader)
-      if case .header(let name, let value) = prepared.auth {
-        lines.append(HeaderPolicy.curlLine(name, value))
-      }
-      let bodyLength: Int64?
-      switch head.framing {
-      case .none: bodyLength = nil
-      case .contentLength(let n): bodyLength = Int64(n)
-      case .chunked: bodyLength = -1
-      }
-      let request = UpstreamRequest(
-        url: origin + (path.isEmpty ? "/" : path), method: head.method, headerLines: lines,
-        bodyLength: bodyLength, connectTo: route.connectTo?.description,
-        caFile: runtime.caFile, caPath: runtime.caPath,
-        connectTimeoutMs: route.connectTimeoutMs ?? runtime.config.connectTimeoutMs)
-      let ex = Exchange(
-        head: head, log: record, upstream: origin, maxBody: maxBody,
-        requestTimeoutMs: route.requestTimeoutMs ?? runtime.config.requestTimeoutMs)
-      if head.expectContinue { output.append("HTTP/1.1 100 Continue\r\n\r\n") }
-      let transfer = UpstreamTransfer(handle: context.multi.makeEasyHandle(), request: request)
-      transfer.delegate = self
-      transfer.isActive = true
-      ex.transfer = transfer
-      exchange = ex
-      phase = .exchanging
-      context.multi.start(transfer)
-      flush()
     }
+  }
+
+  /// Gets the route's token from the broker: now (cache hit), later (a mint is in flight; the
+  /// connection waits without blocking the loop), or never (503 naming credential and cause).
+  private func acquireToken(_ forward: Forward, request: TokenRequest, header: String) {
+    let loop = context.loop
+    let me = LoopBound(self)
+    let waiter: TokenWaiter = { result in
+      loop.execute {
+        me.value.tokenArrived(result, forward: forward, request: request, header: header)
+      }
+    }
+    switch context.broker.acquire(request, context: context, waiter: waiter) {
+    case .token(let token):
+      startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
+    case .waiting:
+      phase = .awaitingToken
+    case .failed(let message):
+      tokenFailed(forward, message)
+    }
+  }
+
+  private func tokenArrived(
+    _ result: Result<MintedToken, MintFailure>, forward: Forward, request: TokenRequest,
+    header: String
+  ) {
+    guard !closed, phase == .awaitingToken else { return }
+    switch result {
+    case .success(let token):
+      startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
+    case .failure(let failure):
+      tokenFailed(forward, "\(request.credentialLabel): \(failure.message)")
+    }
+    if !closed { updateInterest() }
+  }
+
+  private func tokenFailed(_ forward: Forward, _ message: String) {
+    let head = forward.head
+    exchange = nil
+    respond(
+      ErrorResponse(status: 503, code: "token_unavailable", message: message),
+      close: head.framing != .none || !head.keepAlive, log: forward.log)
+    if !closed { process() }
+  }
+
+  private func startTransfer(
+    _ forward: Forward, credential: (name: String, value: String)?,
+    token: (request: TokenRequest, value: MintedToken)? = nil
+  ) {
+    let head = forward.head
+    let route = forward.route
+    var lines = HeaderPolicy.upstreamLines(
+      head.headers, replacing: credential?.name.lowercased())
+    if let credential { lines.append(HeaderPolicy.curlLine(credential.name, credential.value)) }
+    let bodyLength: Int64?
+    switch head.framing {
+    case .none: bodyLength = nil
+    case .contentLength(let n): bodyLength = Int64(n)
+    case .chunked: bodyLength = -1
+    }
+    let request = UpstreamRequest(
+      url: forward.origin + forward.pathAndQuery, method: head.method, headerLines: lines,
+      bodyLength: bodyLength, connectTo: route.connectTo?.description,
+      caFile: forward.runtime.caFile, caPath: forward.runtime.caPath,
+      connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs)
+    let ex =
+      exchange
+      ?? Exchange(
+        forward: forward,
+        requestTimeoutMs: route.requestTimeoutMs ?? forward.runtime.config.requestTimeoutMs)
+    ex.token = token
+    if head.expectContinue && !ex.sentContinue {
+      output.append("HTTP/1.1 100 Continue\r\n\r\n")
+      ex.sentContinue = true
+    }
+    let transfer = UpstreamTransfer(handle: context.multi.makeEasyHandle(), request: request)
+    transfer.delegate = self
+    transfer.isActive = true
+    ex.transfer = transfer
+    exchange = ex
+    phase = .exchanging
+    context.multi.start(transfer)
+    flush()
   }
 
   private func resumeUploadIfWaiting() {
@@ -274,6 +361,21 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   func upstreamDidReceiveHead(status: Int, headers: [HeaderField]) {
     guard let ex = exchange, !closed else { return }
+    if status == 401, let token = ex.token, shouldRetryWithFreshToken(ex, headers) {
+      // The upstream rejected a token we believed valid (revoked, rotated): drop exactly that
+      // token and try once more with a new one. Only requests we can replay: those without a body.
+      ex.retriedWithFreshToken = true
+      context.broker.cache.evict(token.request.key, value: token.value.value)
+      if let transfer = ex.transfer { context.multi.cancel(transfer) }
+      ex.transfer = nil
+      let forward = ex.forward
+      let header = forward.route.injectedHeaderName ?? "Authorization"
+      context.afterDispatch { [self] in
+        guard !closed, exchange === ex else { return }
+        acquireToken(forward, request: token.request, header: header)
+      }
+      return
+    }
     ex.status = status
     var out = HeaderPolicy.clientHeaders(headers)
     let bodyless = ex.head.method == "HEAD" || status == 204 || status == 304
@@ -292,6 +394,13 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     output.append(serializeResponseHead(status: status, headers: out))
     ex.headSent = true
     flush()
+  }
+
+  private func shouldRetryWithFreshToken(_ ex: Exchange, _ headers: [HeaderField]) -> Bool {
+    guard !ex.retriedWithFreshToken, ex.head.framing == .none else { return false }
+    return headers.contains {
+      $0.name.lowercased() == "www-authenticate" && $0.value.contains("invalid_token")
+    }
   }
 
   func upstreamDidReceiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
@@ -448,6 +557,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
             message: "upstream \(ex.upstream) did not answer within \(ex.requestTimeoutMs) ms"),
           close: !ex.keepAlive)
       }
+    case .awaitingToken:
+      break  // the mint has its own timeouts and retries, and always answers
     case .closing:
       if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) { close() }
     }
@@ -522,14 +633,27 @@ struct LogContext {
   }
 }
 
+/// A routed request, decided and ready to send (kept for a retry with a fresh token).
+struct Forward {
+  let head: RequestHead
+  let route: Route
+  let log: LogContext
+  /// `https://host:port`
+  let origin: String
+  let pathAndQuery: String
+  let maxBody: UInt64
+  /// The config the request started under; a reload does not change it mid-flight.
+  let runtime: ProxyRuntime
+}
+
 /// The state of one request/response on a connection.
 final class Exchange {
   enum ResponseFraming { case none, contentLength, chunked, untilClose }
 
-  let head: RequestHead
-  let log: LogContext
-  /// `https://host:port`, for error messages.
-  let upstream: String
+  let forward: Forward
+  var head: RequestHead { forward.head }
+  var log: LogContext { forward.log }
+  var upstream: String { forward.origin }
   let requestTimeoutMs: Int
   var body: BodyDecoder
   var transfer: UpstreamTransfer?
@@ -538,19 +662,25 @@ final class Exchange {
   var bodyDoneMs: Int64 = 0
   var framing = ResponseFraming.none
   var headSent = false
+  var sentContinue = false
+  /// The minted token this attempt carries, so a 401 `invalid_token` can evict exactly it.
+  var token: (request: TokenRequest, value: MintedToken)?
+  var retriedWithFreshToken = false
   var status = 0
   var bytesIn: UInt64 = 0
   var bytesOut: UInt64 = 0
   var keepAlive: Bool
 
-  init(head: RequestHead, log: LogContext, upstream: String, maxBody: UInt64, requestTimeoutMs: Int)
-  {
-    self.head = head
-    self.log = log
-    self.upstream = upstream
+  init(forward: Forward, requestTimeoutMs: Int) {
+    self.forward = forward
     self.requestTimeoutMs = requestTimeoutMs
-    body = BodyDecoder(framing: head.framing, maxBody: maxBody)
-    keepAlive = head.keepAlive
-    if body.isComplete { bodyDoneMs = log.startedMs }
+    body = BodyDecoder(framing: forward.head.framing, maxBody: forward.maxBody)
+    keepAlive = forward.head.keepAlive
+    if body.isComplete { bodyDoneMs = forward.log.startedMs }
   }
+}
+
+/// Loopback targets may receive tokens over plain http (local emulators and tests).
+func isLoopback(_ host: String) -> Bool {
+  host == "localhost" || host.hasPrefix("127.") || host == "::1"
 }

@@ -9,16 +9,19 @@ enum AuthInjection: Sendable {
   case header(name: String, value: String)
   /// The route's secret could not be read; requests get 503 naming the source, never a value.
   case unavailable(String)
+  /// A Google (or OAuth 2.0 client-credentials) token minted by `credential`, sent as
+  /// `header: Bearer <token>`.
+  case minted(credential: MintingCredential, kind: MintedKind, header: String)
+}
+
+enum MintedKind: Sendable {
+  case oauth2(scopes: [String])
+  case oidc(audience: OIDCAudience)
 }
 
 struct PreparedRoute: Sendable {
   var route: Route
   var auth: AuthInjection
-  /// Lowercased header name the injection replaces, if any.
-  var replacedHeader: String? {
-    if case .header(let name, _) = auth { return name.lowercased() }
-    return nil
-  }
 }
 
 /// The immutable, shared state every loop reads: the config, the routing table with secrets
@@ -32,10 +35,16 @@ final class ProxyRuntime: Sendable {
   let caPath: String?
   let limits: HTTPLimits
 
+  let credentials: [String: MintingCredential]
+
   init(config: ProxyConfig, environment: [String: String]) throws(SocketError) {
     self.config = config
     router = Router(routes: config.routes)
-    routes = config.routes.map { PreparedRoute(route: $0, auth: Self.prepare($0, environment)) }
+    let credentials = MintingCredential.loadAll(config: config, environment: environment)
+    self.credentials = credentials
+    routes = config.routes.map {
+      PreparedRoute(route: $0, auth: Self.prepare($0, environment, credentials))
+    }
     accessLog = try AccessLog(target: config.accessLog, format: config.logFormat)
     // `ca-file` adds trust: curl reads it as CAINFO while the system store stays as CAPATH.
     if let file = config.caFile ?? environment["SSL_CERT_FILE"] {
@@ -48,7 +57,9 @@ final class ProxyRuntime: Sendable {
     limits = HTTPLimits()
   }
 
-  static func prepare(_ route: Route, _ env: [String: String]) -> AuthInjection {
+  static func prepare(
+    _ route: Route, _ env: [String: String], _ credentials: [String: MintingCredential]
+  ) -> AuthInjection {
     do {
       switch route.auth {
       case .none:
@@ -61,8 +72,20 @@ final class ProxyRuntime: Sendable {
       case .basic(let user, let secret):
         let pair = Data("\(user):\(try secret.resolve(environment: env))".utf8)
         return .header(name: "Authorization", value: "Basic " + pair.base64EncodedString())
-      case .oauth2, .oidc:
-        return .unavailable("auth \(route.auth.typeName) is not available in this build")
+      case .oauth2(let scopes):
+        guard let credential = credentials[route.credentials] else {
+          return .unavailable("credential \"\(route.credentials)\" is not defined")
+        }
+        return .minted(
+          credential: credential, kind: .oauth2(scopes: scopes),
+          header: route.injectedHeaderName ?? "Authorization")
+      case .oidc(let audience):
+        guard let credential = credentials[route.credentials] else {
+          return .unavailable("credential \"\(route.credentials)\" is not defined")
+        }
+        return .minted(
+          credential: credential, kind: .oidc(audience: audience),
+          header: route.injectedHeaderName ?? "Authorization")
       }
     } catch {
       return .unavailable("\(error)")

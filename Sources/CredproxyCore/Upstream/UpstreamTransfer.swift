@@ -15,6 +15,9 @@ struct UpstreamRequest {
   var caFile: String?
   var caPath: String?
   var connectTimeoutMs: Int
+  /// Whole-transfer limit; only for our own small requests (token endpoints), never for proxied
+  /// ones, whose bodies may stream for hours.
+  var totalTimeoutMs: Int? = nil
 }
 
 /// The connection side of a transfer. All calls arrive on the loop thread, from curl callbacks.
@@ -126,6 +129,7 @@ final class UpstreamTransfer {
     cp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1)
     cp_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
     cp_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, r.connectTimeoutMs)
+    if let total = r.totalTimeoutMs { cp_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, total) }
     cp_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024)
     cp_easy_setopt_long(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024)
     cp_easy_setopt_ptr(easy, CURLOPT_ERRORBUFFER, errorBuffer)

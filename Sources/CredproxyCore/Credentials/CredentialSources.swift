@@ -1,0 +1,157 @@
+import CredproxyConfig
+import Foundation
+import GoogleAuth
+
+/// A credential as it can actually mint: key material loaded, files parsed, ADC searched.
+/// Built once per config load, so a request never reads a file.
+indirect enum MintingSource: Sendable {
+  case serviceAccount(ServiceAccountSigner)
+  case authorizedUser(AuthorizedUser)
+  case metadata(baseURL: String)
+  /// IAM Credentials on behalf of `target`, paid for with `source`'s cloud-platform token.
+  case impersonate(
+    target: String, delegates: [String], iamEndpoint: String, source: MintingCredential)
+  case clientCredentials(tokenURL: String, clientID: String, clientSecret: String, scopes: [String])
+  /// Cannot mint; every request gets 503 with this explanation.
+  case unavailable(String)
+}
+
+/// A named credential ready to mint, plus how it was found (shown in errors, never secret).
+final class MintingCredential: Sendable {
+  let name: String
+  let source: MintingSource
+  let refreshWindowSeconds: Double
+  /// For ADC: the search that led here, to explain a failure.
+  let origin: String
+
+  init(name: String, source: MintingSource, refreshWindowSeconds: Double, origin: String) {
+    self.name = name
+    self.source = source
+    self.refreshWindowSeconds = refreshWindowSeconds
+    self.origin = origin
+  }
+
+  /// Builds every credential the config defines or its routes use (`default` is ADC unless given).
+  static func loadAll(config: ProxyConfig, environment: [String: String]) -> [String:
+    MintingCredential]
+  {
+    var built: [String: MintingCredential] = [:]
+    var names = Set(config.credentials.map(\.name))
+    for route in config.routes where route.auth.usesGoogleCredentials {
+      names.insert(route.credentials)
+    }
+    func build(_ name: String, depth: Int) -> MintingCredential {
+      if let done = built[name] { return done }
+      let spec = config.credential(named: name)
+      let window = Double(spec?.refreshWindowMs ?? CredentialSpec.defaultRefreshWindowMs) / 1000
+      let made: MintingCredential
+      if let spec, depth < 8 {
+        let (source, origin) = resolve(spec, environment: environment) {
+          build($0, depth: depth + 1)
+        }
+        made = MintingCredential(
+          name: name, source: source, refreshWindowSeconds: window, origin: origin)
+      } else {
+        made = MintingCredential(
+          name: name, source: .unavailable("credential \"\(name)\" is not defined"),
+          refreshWindowSeconds: window, origin: "")
+      }
+      built[name] = made
+      return made
+    }
+    for name in names { _ = build(name, depth: 0) }
+    return built
+  }
+
+  private static func resolve(
+    _ spec: CredentialSpec, environment: [String: String],
+    named: (String) -> MintingCredential
+  ) -> (MintingSource, String) {
+    let iam = spec.iamEndpoint ?? CredentialSpec.defaultIAMEndpoint
+    switch spec.source {
+    case .keyFile(let path):
+      return (fromFile(path, name: spec.name, iamEndpoint: iam), "key-file \(path)")
+    case .refreshToken(let path):
+      return (fromFile(path, name: spec.name, iamEndpoint: iam), "refresh-token \(path)")
+    case .metadata:
+      let base = MetadataServer.baseURL(environment: environment)
+      return (.metadata(baseURL: base), "metadata server \(base)")
+    case .impersonate(let email, let via, let delegates):
+      let source = named(via ?? CredentialSpec.defaultName)
+      return (
+        .impersonate(target: email, delegates: delegates, iamEndpoint: iam, source: source),
+        "impersonating \(email) via \(source.name)"
+      )
+    case .clientCredentials(let url, let id, let secret, let scopes):
+      do {
+        let value = try secret.resolve(environment: environment)
+        return (
+          .clientCredentials(tokenURL: url, clientID: id, clientSecret: value, scopes: scopes),
+          "client-credentials \(url)"
+        )
+      } catch {
+        return (.unavailable("client secret: \(error)"), "client-credentials \(url)")
+      }
+    case .adc:
+      return adc(name: spec.name, environment: environment, iamEndpoint: iam)
+    }
+  }
+
+  /// Application Default Credentials in Google's order; the trail explains what was tried.
+  static func adc(name: String, environment: [String: String], iamEndpoint: String)
+    -> (MintingSource, String)
+  {
+    var trail: [String] = []
+    for candidate in ApplicationDefaultCredentials.searchOrder(environment: environment) {
+      switch candidate {
+      case .explicitFile(let path):
+        // Set but unusable is an error, never a fall-through (as Google's libraries do).
+        return (
+          fromFile(path, name: name, iamEndpoint: iamEndpoint),
+          "ADC: GOOGLE_APPLICATION_CREDENTIALS=\(path)"
+        )
+      case .wellKnownFile(let path):
+        if FileManager.default.fileExists(atPath: path) {
+          return (fromFile(path, name: name, iamEndpoint: iamEndpoint), "ADC: \(path)")
+        }
+        trail.append("GOOGLE_APPLICATION_CREDENTIALS is not set; \(path) does not exist")
+      case .metadataServer(let base, _):
+        trail.append("metadata server \(base)")
+        return (.metadata(baseURL: base), "ADC searched: " + trail.joined(separator: "; "))
+      }
+    }
+    return (.unavailable("no Application Default Credentials found"), trail.joined(separator: "; "))
+  }
+
+  static func fromFile(_ path: String, name: String, iamEndpoint: String) -> MintingSource {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      return .unavailable("cannot read credentials file \(path)")
+    }
+    do {
+      return try fromParsed(
+        CredentialFile.parse(data: data, path: path), name: name, iamEndpoint: iamEndpoint)
+    } catch {
+      return .unavailable("\(error)")
+    }
+  }
+
+  private static func fromParsed(_ file: CredentialFile, name: String, iamEndpoint: String) throws
+    -> MintingSource
+  {
+    switch file {
+    case .serviceAccount(let key):
+      return .serviceAccount(try ServiceAccountSigner(key))
+    case .authorizedUser(let user):
+      return .authorizedUser(user)
+    case .impersonatedServiceAccount(let imp):
+      let inner = MintingCredential(
+        name: "\(name) (source)",
+        source: try fromParsed(
+          imp.sourceCredentials, name: "\(name) (source)", iamEndpoint: iamEndpoint),
+        refreshWindowSeconds: Double(CredentialSpec.defaultRefreshWindowMs) / 1000, origin: "")
+      return .impersonate(
+        target: imp.targetEmail, delegates: imp.delegates,
+        iamEndpoint: imp.iamEndpoint ?? iamEndpoint, source: inner)
+    }
+  }
+}

@@ -1,0 +1,113 @@
+import CredproxyConfig
+import Foundation
+import GoogleAuth
+import Synchronization
+
+/// What a route needs minted: the cache key plus what the key was made from.
+struct TokenRequest: Sendable {
+  var key: TokenKey
+  var scopes: [String]
+  var audience: String
+  var credential: MintingCredential
+
+  init(credential: MintingCredential, scopes: [String]) {
+    let normalized = Scopes.normalize(scopes)
+    key = TokenKey(
+      credential: credential.name, kind: .accessToken,
+      scopesOrAudience: Scopes.cacheKey(normalized))
+    self.scopes = normalized
+    audience = ""
+    self.credential = credential
+  }
+
+  init(credential: MintingCredential, audience: String) {
+    key = TokenKey(credential: credential.name, kind: .idToken, scopesOrAudience: audience)
+    scopes = []
+    self.audience = audience
+    self.credential = credential
+  }
+
+  /// `credential "default" (ADC: …)`, for error messages.
+  var credentialLabel: String {
+    let origin = credential.origin
+    return origin.isEmpty
+      ? "credential \"\(credential.name)\"" : "credential \"\(credential.name)\" (\(origin))"
+  }
+}
+
+/// Shared by every loop: the token cache and the credentials that fill it. Concurrent requests for
+/// one key cause one mint (the cache's single-flight); the mint runs on the loop that asked first.
+final class TokenBroker: Sendable {
+  enum Acquired {
+    case token(MintedToken)
+    /// The waiter will be called once the mint in flight finishes.
+    case waiting
+    case failed(String)
+  }
+
+  let cache = TokenCache()
+  let credentials: [String: MintingCredential]
+  let counters = TokenCounters()
+
+  init(credentials: [String: MintingCredential]) {
+    self.credentials = credentials
+  }
+
+  static func now() -> Double { Date().timeIntervalSince1970 }
+
+  func acquire(_ request: TokenRequest, context: LoopContext, waiter: @escaping TokenWaiter)
+    -> Acquired
+  {
+    if case .unavailable(let why) = request.credential.source {
+      return .failed("\(request.credentialLabel): \(why)")
+    }
+    switch cache.lookup(request.key, now: Self.now(), waiter: waiter) {
+    case .fresh(let token):
+      counters.hit(request.credential.name)
+      return .token(token)
+    case .staleServe(let token, let startRefresh):
+      counters.hit(request.credential.name)
+      if startRefresh { MintOperation(broker: self, request: request, context: context).run() }
+      return .token(token)
+    case .mustWait(let startMint):
+      if startMint { MintOperation(broker: self, request: request, context: context).run() }
+      return .waiting
+    case .backoff(let lastError, let retryAfter):
+      return .failed(
+        "\(request.credentialLabel): \(lastError) (next attempt in \(Int(retryAfter.rounded(.up))) s)"
+      )
+    }
+  }
+
+  func finish(_ request: TokenRequest, result: Result<MintedToken, TokenEndpointError>) {
+    switch result {
+    case .success(let token):
+      counters.minted(request.credential.name)
+      Log.info(
+        "minted \(token.kind.rawValue) for \(request.key) fingerprint=\(fingerprint(token.value))"
+          + " expires_in=\(Int(token.expiresAt - Self.now()))s")
+    case .failure(let error):
+      counters.failed(request.credential.name)
+      Log.info("token mint failed for \(request.key): \(error)")
+    }
+    let wakeup = cache.complete(
+      request.key, result: result, now: Self.now(),
+      refreshWindow: request.credential.refreshWindowSeconds)
+    wakeup.wakeAll()
+  }
+}
+
+/// Per-credential counts of mints, failures and cache hits (for logs and metrics).
+final class TokenCounters: Sendable {
+  struct Counts: Sendable {
+    var mints = 0
+    var failures = 0
+    var hits = 0
+  }
+  private let counts = Mutex<[String: Counts]>([:])
+
+  func minted(_ name: String) { counts.withLock { $0[name, default: Counts()].mints += 1 } }
+  func failed(_ name: String) { counts.withLock { $0[name, default: Counts()].failures += 1 } }
+  func hit(_ name: String) { counts.withLock { $0[name, default: Counts()].hits += 1 } }
+  func snapshot() -> [String: Counts] { counts.withLock { $0 } }
+}
