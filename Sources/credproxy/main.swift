@@ -12,7 +12,8 @@ let usage = """
   commands:
     serve    [--config PATH] [--threads N]    run the proxy
     check    [--config PATH]                  validate the config and print a summary
-    explain  URL [--method M] [--config PATH] show which route URL takes and what auth it gets
+    explain  URL [--method M] [--mint] [--config PATH]
+                                            show which route URL takes and what auth it gets
     --version                                 print the version
 
   Run `credproxy <command> --help` for a command's options. The config defaults to ./proxy.conf.
@@ -49,6 +50,7 @@ struct Options {
   var method = "GET"
   var threads: Int?
   var url: String?
+  var mint = false
 }
 
 func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
@@ -80,6 +82,8 @@ func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
       options.config = try value(arg)
     case "--method" where command == "explain", "-X" where command == "explain":
       options.method = try value(arg).uppercased()
+    case "--mint" where command == "explain":
+      options.mint = true
     case "--threads" where command == "serve":
       let text = try value(arg)
       guard let n = Int(text), n > 0, n <= 256 else {
@@ -175,6 +179,12 @@ do {
       config: config, url: options.url!, method: options.method,
       environment: ProcessInfo.processInfo.environment)
     print(result.text, terminator: result.text.hasSuffix("\n") ? "" : "\n")
+    if options.mint && result.allowed {
+      ProxyServer.prepareProcess()
+      let minted = TokenProbe.mint(config: config, url: options.url!, method: options.method)
+      print(minted.text, terminator: "")
+      exit(minted.ok ? 0 : 1)
+    }
     exit(0)
   default:
     fail(usage, code: 2)

@@ -7,7 +7,9 @@ import GoogleAuth
 indirect enum MintingSource: Sendable {
   case serviceAccount(ServiceAccountSigner)
   case authorizedUser(AuthorizedUser)
-  case metadata(baseURL: String)
+  /// `probing`: reached by ADC's fall-through without GCE_METADATA_HOST; if the server is not
+  /// there we are not on Google Cloud, so a connection failure is final rather than retried.
+  case metadata(baseURL: String, probing: Bool)
   /// IAM Credentials on behalf of `target`, paid for with `source`'s cloud-platform token.
   case impersonate(
     target: String, delegates: [String], iamEndpoint: String, source: MintingCredential)
@@ -75,7 +77,7 @@ final class MintingCredential: Sendable {
       return (fromFile(path, name: spec.name, iamEndpoint: iam), "refresh-token \(path)")
     case .metadata:
       let base = MetadataServer.baseURL(environment: environment)
-      return (.metadata(baseURL: base), "metadata server \(base)")
+      return (.metadata(baseURL: base, probing: false), "metadata server \(base)")
     case .impersonate(let email, let via, let delegates):
       let source = named(via ?? CredentialSpec.defaultName)
       return (
@@ -115,9 +117,12 @@ final class MintingCredential: Sendable {
           return (fromFile(path, name: name, iamEndpoint: iamEndpoint), "ADC: \(path)")
         }
         trail.append("GOOGLE_APPLICATION_CREDENTIALS is not set; \(path) does not exist")
-      case .metadataServer(let base, _):
+      case .metadataServer(let base, let pingRequired):
         trail.append("metadata server \(base)")
-        return (.metadata(baseURL: base), "ADC searched: " + trail.joined(separator: "; "))
+        return (
+          .metadata(baseURL: base, probing: pingRequired),
+          "ADC searched: " + trail.joined(separator: "; ")
+        )
       }
     }
     return (.unavailable("no Application Default Credentials found"), trail.joined(separator: "; "))

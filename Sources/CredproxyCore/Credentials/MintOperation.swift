@@ -73,13 +73,21 @@ final class MintOperation {
         TokenResponses.accessToken(status: response.status, body: response.body, requestTime: now)
       }
 
-    case .metadata(let base):
+    case .metadata(let base, let probing):
       let spec =
         idToken
         ? TokenRequests.metadataIDToken(base: base, audience: request.audience)
         : TokenRequests.metadataAccessToken(base: base, scopes: request.scopes)
       // google-auth gives the metadata server 3 s per request.
-      send(spec, timeoutMs: 3_000, source: "metadata server \(base)", done) { response in
+      let finish: Completion = { result in
+        if probing, case .failure(var error) = result, error.status == 0 {
+          error.retryable = false
+          done(.failure(error))
+        } else {
+          done(result)
+        }
+      }
+      send(spec, timeoutMs: 3_000, source: "metadata server \(base)", finish) { response in
         idToken
           ? TokenResponses.metadataIDToken(
             status: response.status, headers: response.headers, body: response.body)
