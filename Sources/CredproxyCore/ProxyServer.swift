@@ -6,8 +6,9 @@ import Glibc
 
 /// The running proxy: binds the listeners, starts one event loop thread per core, and stops them.
 public final class ProxyServer: @unchecked Sendable {
-  private let runtime: ProxyRuntime
+  private var runtime: ProxyRuntime
   let broker: TokenBroker
+  private var contexts: [LoopBound<LoopContext>] = []
   private let loopCount: Int
   private var loops: [EventLoop] = []
   private let finished = DispatchGroup()
@@ -61,12 +62,13 @@ public final class ProxyServer: @unchecked Sendable {
     for i in 0..<loopCount {
       let loop = EventLoop(index: i)
       loops.append(loop)
-      let fds = perLoop[i]
-      let runtime = self.runtime
-      let broker = self.broker
+      // Built here, before its thread starts; from then on only that thread touches it (reload
+      // and drain reach it through `loop.execute`).
+      let context = LoopBound(
+        LoopContext(loop: loop, runtime: runtime, broker: broker, listenFDs: perLoop[i]))
+      contexts.append(context)
       finished.enter()
       let thread = Thread { [finished] in
-        let context = LoopContext(loop: loop, runtime: runtime, broker: broker, listenFDs: fds)
         loop.run()
         withExtendedLifetime(context) {}
         finished.leave()
@@ -74,6 +76,54 @@ public final class ProxyServer: @unchecked Sendable {
       thread.name = "credproxy-loop-\(i)"
       thread.start()
     }
+  }
+
+  /// Loads `config` for new requests (SIGHUP). Requests in flight finish under the config they
+  /// started with; cached tokens survive for credentials whose definition did not change.
+  /// Returns notes for the log (e.g. listener changes, which need a restart).
+  public func reload(
+    config: ProxyConfig, environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws -> [String] {
+    let next: ProxyRuntime
+    do {
+      next = try ProxyRuntime(config: config, environment: environment)
+    } catch {
+      throw ServerError(message: error.description)
+    }
+    var notes: [String] = []
+    if config.listeners != runtime.config.listeners {
+      notes.append("listen addresses changed: they take effect after a restart")
+    }
+    let changed = Set(runtime.config.credentials.map(\.name)).union(config.credentials.map(\.name))
+      .filter { runtime.config.credential(named: $0) != config.credential(named: $0) }
+    if !changed.isEmpty {
+      for entry in broker.cache.snapshot() where changed.contains(entry.key.credential) {
+        broker.cache.evict(entry.key)
+      }
+      notes.append("credentials changed, their cached tokens dropped: \(changed.sorted().joined(separator: ", "))")
+    }
+    runtime = next
+    for (loop, context) in zip(loops, contexts) {
+      loop.execute { context.value.runtime = next }
+    }
+    return notes
+  }
+
+  /// Graceful stop (SIGTERM): stop accepting, let in-flight requests finish until `deadline`
+  /// seconds, then stop. Returns the number of connections that were still open at the deadline.
+  public func drain(deadline seconds: Double) -> Int {
+    for (loop, context) in zip(loops, contexts) {
+      loop.execute { context.value.beginDrain() }
+    }
+    let until = Date().addingTimeInterval(seconds)
+    var open = 0
+    repeat {
+      open = contexts.reduce(0) { $0 + $1.value.openConnections.withLock { $0 } }
+      if open == 0 { break }
+      usleep(50_000)
+    } while Date() < until
+    stop()
+    return open
   }
 
   /// Stops every loop and waits for their threads.

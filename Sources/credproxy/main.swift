@@ -127,23 +127,21 @@ func load(_ path: String) -> ProxyConfig {
   }
 }
 
-/// Blocks the stop signals in every thread (the loops inherit the mask) and waits for one here.
-func waitForStopSignal() {
+/// The signals the main thread handles; blocked in every thread (the loops inherit the mask) and
+/// taken here with sigwait, so no handler ever runs on a loop thread.
+func controlSignals() -> sigset_t {
   var set = sigset_t()
   sigemptyset(&set)
   sigaddset(&set, SIGTERM)
   sigaddset(&set, SIGINT)
-  var signal: Int32 = 0
-  sigwait(&set, &signal)
+  sigaddset(&set, SIGHUP)
+  return set
 }
 
 func serve(_ options: Options) -> Never {
   let config = load(options.config)
-  var set = sigset_t()
-  sigemptyset(&set)
-  sigaddset(&set, SIGTERM)
-  sigaddset(&set, SIGINT)
-  pthread_sigmask(SIG_BLOCK, &set, nil)
+  var signals = controlSignals()
+  pthread_sigmask(SIG_BLOCK, &signals, nil)
   ProxyServer.prepareProcess()
   let server: ProxyServer
   do {
@@ -157,9 +155,31 @@ func serve(_ options: Options) -> Never {
   for address in server.boundAddresses {
     FileHandle.standardError.write(Data("credproxy: listening on \(address)\n".utf8))
   }
-  waitForStopSignal()
-  server.stop()
-  exit(0)
+  var shutdownTimeout = Double(config.shutdownTimeoutMs) / 1000
+  while true {
+    var signal: Int32 = 0
+    sigwait(&signals, &signal)
+    if signal == SIGHUP {
+      // A bad new config is rejected with its errors logged; the old one keeps serving.
+      do {
+        let next = try loadConfig(path: options.config, googleAuthAvailable: true)
+        for note in try server.reload(config: next) { log("reload: \(note)") }
+        shutdownTimeout = Double(next.shutdownTimeoutMs) / 1000
+        log("reloaded \(options.config): \(next.routes.count) routes")
+      } catch {
+        log("reload failed, keeping the running config:\n\(error)")
+      }
+      continue
+    }
+    log("stopping: finishing in-flight requests (up to \(Int(shutdownTimeout)) s)")
+    let left = server.drain(deadline: shutdownTimeout)
+    if left > 0 { log("stopped with \(left) connections still open at the deadline") }
+    exit(0)
+  }
+}
+
+func log(_ message: String) {
+  FileHandle.standardError.write(Data("credproxy: \(message)\n".utf8))
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -15,6 +15,11 @@ final class Listener: EventHandler {
     context.loop.register(fd, events: EPOLLIN.rawValue, handler: self)
   }
 
+  func stop() {
+    context.loop.unregister(fd)
+    close(fd)
+  }
+
   func handleEvents(fd: Int32, events: UInt32) {
     // Accept a bounded batch per wake-up so one busy listener cannot starve established clients.
     for _ in 0..<64 {

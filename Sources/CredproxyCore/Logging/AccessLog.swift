@@ -40,6 +40,10 @@ final class AccessLog: Sendable {
     }
   }
 
+  deinit {
+    if fd > 2 { close(fd) }
+  }
+
   func write(_ r: AccessRecord) {
     guard enabled else { return }
     var line: String

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Everything one event loop thread owns: its epoll loop, its curl multi handle, its listeners and
 /// its client connections. Nothing in here is touched from another thread.
 final class LoopContext {
@@ -23,15 +25,31 @@ final class LoopContext {
   }
 
   var connectionCount: Int { connections.count }
+  /// Set by a graceful shutdown: no new connections, each connection closes after its exchange.
+  private(set) var draining = false
+
+  /// Stops accepting and lets connections finish what they are doing (SIGTERM).
+  func beginDrain() {
+    draining = true
+    for l in listeners { l.stop() }
+    listeners.removeAll()
+    for c in Array(connections.values) where !c.closed { c.drain() }
+  }
+
+  /// Connections still open (the main thread waits for this to reach zero when draining).
+  let openConnections = Mutex<Int>(0)
 
   func accept(_ fd: Int32, address: String) {
     let c = ProxyConnection(fd: fd, clientAddress: address, context: self)
     connections[ObjectIdentifier(c)] = c
+    openConnections.withLock { $0 = connections.count }
     c.start()
+    if draining { c.drain() }
   }
 
   func connectionClosed(_ c: ProxyConnection) {
     connections.removeValue(forKey: ObjectIdentifier(c))
+    openConnections.withLock { $0 = connections.count }
   }
 
   /// Runs `work` on this loop once the current callbacks have returned (curl must not be

@@ -39,6 +39,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   private var lastActivityMs: Int64
   private var headStartedMs: Int64 = 0
   private var closeWhenFlushed = false
+  private var drainRequested = false
   private(set) var closed = false
   private var exchange: Exchange?
 
@@ -305,6 +306,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         forward: forward,
         requestTimeoutMs: route.requestTimeoutMs ?? forward.runtime.config.requestTimeoutMs)
     ex.token = token
+    if drainRequested || context.draining { ex.keepAlive = false }
     if head.expectContinue && !ex.sentContinue {
       output.append("HTTP/1.1 100 Continue\r\n\r\n")
       ex.sentContinue = true
@@ -440,7 +442,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       if ex.framing == .chunked { output.append(lastChunk) }
       logExchange(ex, status: ex.status, error: nil)
       exchange = nil
-      if ex.framing == .untilClose || !ex.keepAlive {
+      if ex.framing == .untilClose || !ex.keepAlive || drainRequested {
         closeWhenFlushed = true
         phase = .closing
       } else {
@@ -474,10 +476,10 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   // MARK: output
 
-  private func respond(_ response: ErrorResponse, close: Bool, log: LogContext?) {
+  private func respond(_ response: ErrorResponse, close requested: Bool, log: LogContext?) {
+    let close = requested || drainRequested
     output.append(response.serialized(close: close))
-    if var log {
-      log.bytesOut = 0
+    if let log {
       writeLog(log, status: response.status, bytesIn: 0, bytesOut: 0, error: response.code)
     } else {
       writeLog(
@@ -525,6 +527,19 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     if want != interest {
       interest = want
       context.loop.modify(fd, events: want)
+    }
+  }
+
+  /// Graceful shutdown: an idle connection closes now; a busy one after its current exchange.
+  func drain() {
+    switch phase {
+    case .idle:
+      close()
+    case .readingHead, .awaitingToken, .exchanging:
+      exchange?.keepAlive = false
+      drainRequested = true
+    case .closing:
+      break
     }
   }
 
@@ -617,7 +632,6 @@ struct LogContext {
   var path: String
   var route = "-"
   var startedMs: Int64
-  var bytesOut: UInt64 = 0
 
   init(method: String, host: String, path: String, startedMs: Int64) {
     self.method = method
