@@ -43,14 +43,22 @@ public final class ProxyServer: @unchecked Sendable {
   public func start() throws {
     // Every loop gets its own socket per listener (SO_REUSEPORT); a requested port 0 is resolved
     // by the first bind and reused by the rest, so all loops share one port.
-    var perLoop = Array(repeating: [Int32](), count: loopCount)
+    var perLoop = Array(repeating: [(fd: Int32, tls: TLSServerContext?)](), count: loopCount)
     for address in runtime.config.listeners {
+      var tls: TLSServerContext? = nil
+      if let files = address.tls {
+        do {
+          tls = try TLSServerContext(certFile: files.certFile, keyFile: files.keyFile)
+        } catch {
+          throw ServerError(message: "listen \(address): \(error.description)")
+        }
+      }
       var port = address.port
       for i in 0..<loopCount {
         do {
           let bound = try Socket.listen(host: address.host, port: port)
           port = bound.port
-          perLoop[i].append(bound.fd)
+          perLoop[i].append((bound.fd, tls))
         } catch {
           throw ServerError(message: error.description)
         }
@@ -100,7 +108,9 @@ public final class ProxyServer: @unchecked Sendable {
       for entry in broker.cache.snapshot() where changed.contains(entry.key.credential) {
         broker.cache.evict(entry.key)
       }
-      notes.append("credentials changed, their cached tokens dropped: \(changed.sorted().joined(separator: ", "))")
+      notes.append(
+        "credentials changed, their cached tokens dropped: \(changed.sorted().joined(separator: ", "))"
+      )
     }
     runtime = next
     for (loop, context) in zip(loops, contexts) {

@@ -27,7 +27,10 @@ public enum TokenProbe {
     let route = match.route
     guard case .minted(let credential, let kind, let header) = runtime.routes[match.index].auth
     else {
-      return ("no token: route #\(match.number) uses auth \(route.auth.typeName), nothing is minted", false)
+      return (
+        "no token: route #\(match.number) uses auth \(route.auth.typeName), nothing is minted",
+        false
+      )
     }
     let request: TokenRequest
     switch kind {

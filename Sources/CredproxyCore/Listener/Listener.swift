@@ -4,10 +4,13 @@ import Glibc
 /// Accepts connections on one listening socket and hands them to its loop.
 final class Listener: EventHandler {
   let fd: Int32
+  /// Set for `listen … tls CERT KEY`: connections speak TLS to us (HTTPS proxy).
+  let tls: TLSServerContext?
   unowned let context: LoopContext
 
-  init(fd: Int32, context: LoopContext) {
+  init(fd: Int32, tls: TLSServerContext?, context: LoopContext) {
     self.fd = fd
+    self.tls = tls
     self.context = context
   }
 
@@ -39,7 +42,7 @@ final class Listener: EventHandler {
       }
       var one: Int32 = 1
       setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-      context.accept(client, address: Socket.describe(storage))
+      context.accept(client, address: Socket.describe(storage), tls: tls)
     }
   }
 }

@@ -14,12 +14,15 @@ final class LoopContext {
   /// Delayed work (mint retries), checked on every tick: 250 ms resolution is plenty for backoff.
   private var timers: [(dueMs: Int64, work: () -> Void)] = []
 
-  init(loop: EventLoop, runtime: ProxyRuntime, broker: TokenBroker, listenFDs: [Int32]) {
+  init(
+    loop: EventLoop, runtime: ProxyRuntime, broker: TokenBroker,
+    listenFDs: [(fd: Int32, tls: TLSServerContext?)]
+  ) {
     self.loop = loop
     self.runtime = runtime
     self.broker = broker
     multi = CurlMulti(loop: loop)
-    listeners = listenFDs.map { Listener(fd: $0, context: self) }
+    listeners = listenFDs.map { Listener(fd: $0.fd, tls: $0.tls, context: self) }
     for l in listeners { l.start() }
     loop.onTick = { [unowned self] now in self.tick(now) }
   }
@@ -39,8 +42,8 @@ final class LoopContext {
   /// Connections still open (the main thread waits for this to reach zero when draining).
   let openConnections = Mutex<Int>(0)
 
-  func accept(_ fd: Int32, address: String) {
-    let c = ProxyConnection(fd: fd, clientAddress: address, context: self)
+  func accept(_ fd: Int32, address: String, tls: TLSServerContext?) {
+    let c = ProxyConnection(fd: fd, clientAddress: address, tls: tls, context: self)
     connections[ObjectIdentifier(c)] = c
     openConnections.withLock { $0 = connections.count }
     c.start()

@@ -40,11 +40,15 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   private var headStartedMs: Int64 = 0
   private var closeWhenFlushed = false
   private var drainRequested = false
+  /// TLS needed to send while reading (a handshake or key update): read again when writable.
+  private var readWantsWrite = false
+  private let transport: ClientTransport
   private(set) var closed = false
   private var exchange: Exchange?
 
-  init(fd: Int32, clientAddress: String, context: LoopContext) {
+  init(fd: Int32, clientAddress: String, tls: TLSServerContext?, context: LoopContext) {
     self.fd = fd
+    transport = ClientTransport(fd: fd, tls: tls)
     self.clientAddress = clientAddress
     self.context = context
     parser = RequestHeadParser(limits: context.runtime.limits)
@@ -66,6 +70,11 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     if events & EPOLLOUT.rawValue != 0 {
       flush()
       if closed { return }
+      if readWantsWrite {
+        readInput()
+        if closed { return }
+        process()
+      }
     }
     if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0 {
       if events & EPOLLIN.rawValue == 0 && interest & EPOLLIN.rawValue == 0 {
@@ -76,19 +85,27 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       readInput()
       if closed { return }
       process()
+      // TLS may need to read before a stalled write can go on.
+      if transport.isTLS && !output.isEmpty && !closed { flush() }
+    }
+    // OpenSSL may hold decrypted bytes the socket will not announce again.
+    while !closed && transport.hasBufferedInput && input.count < Self.inputHighWater {
+      readInput()
+      if closed { return }
+      process()
     }
     if !closed { updateInterest() }
   }
 
   private func readInput() {
+    readWantsWrite = false
     while input.count < Self.inputHighWater && !closed {
-      let n = input.read(from: fd, max: Self.readChunk)
-      if n > 0 {
+      switch transport.read(into: input, max: Self.readChunk) {
+      case .bytes(let n):
         lastActivityMs = EventLoop.nowMs()
-        if n < Self.readChunk { return }
-        continue
-      }
-      if n == 0 {
+        // A short plain read drained the socket; TLS returns one record at a time, so go on.
+        if n < Self.readChunk && !transport.isTLS { return }
+      case .closed:
         // A client that closes mid-exchange aborts its own transfer; between requests it just leaves.
         if phase == .exchanging || phase == .readingHead || phase == .awaitingToken {
           abort(reason: "client_closed")
@@ -96,10 +113,13 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
           close()
         }
         return
+      case .wouldBlock(let wantsWrite):
+        readWantsWrite = wantsWrite
+        return
+      case .failed:
+        abort(reason: "client_error")
+        return
       }
-      if errno == EINTR { continue }
-      if errno != EAGAIN && errno != EWOULDBLOCK { abort(reason: "client_error") }
-      return
     }
   }
 
@@ -497,11 +517,13 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   }
 
   private func flush() {
-    while !output.isEmpty {
-      let n = output.write(to: fd)
-      if n < 0 {
-        if errno == EINTR { continue }
-        if errno == EAGAIN || errno == EWOULDBLOCK { break }
+    writeLoop: while !output.isEmpty {
+      switch transport.write(from: output) {
+      case .bytes(let n):
+        if n == 0 { break writeLoop }
+      case .wouldBlock:
+        break writeLoop
+      case .closed, .failed:
         abort(reason: "client_closed")
         return
       }
@@ -523,7 +545,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   private func updateInterest() {
     var want = EPOLLRDHUP.rawValue
     if !closeWhenFlushed && input.count < Self.inputHighWater { want |= EPOLLIN.rawValue }
-    if !output.isEmpty { want |= EPOLLOUT.rawValue }
+    if !output.isEmpty || readWantsWrite { want |= EPOLLOUT.rawValue }
     if want != interest {
       interest = want
       context.loop.modify(fd, events: want)
@@ -601,7 +623,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     }
     exchange = nil
     context.loop.unregister(fd)
-    Glibc.close(fd)
+    transport.close()
     context.connectionClosed(self)
   }
 

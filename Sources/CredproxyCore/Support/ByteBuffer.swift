@@ -52,18 +52,20 @@ final class ByteBuffer {
     }
   }
 
-  /// read(2) from `fd` into spare capacity, at most `max` bytes. Returns read's result.
-  func read(from fd: Int32, max: Int) -> Int {
+  /// Lets `producer` write up to `max` bytes into spare capacity (read(2), SSL_read); keeps what
+  /// it reports written. Returns the producer's result.
+  func fill(max: Int, _ producer: (UnsafeMutableRawPointer, Int) -> Int) -> Int {
     reserve(max)
-    let n = Glibc.read(fd, base! + end, max)
+    let n = producer(base! + end, max)
     if n > 0 { end += n }
     return n
   }
 
-  /// write(2) the readable bytes to `fd`, consuming what was written. Returns write's result.
-  func write(to fd: Int32) -> Int {
+  /// Offers the readable bytes to `consumer` (write(2), SSL_write); consumes what it reports
+  /// taken. Returns the consumer's result.
+  func drain(_ consumer: (UnsafeRawPointer, Int) -> Int) -> Int {
     guard count > 0 else { return 0 }
-    let n = Glibc.write(fd, base! + start, count)
+    let n = consumer(base! + start, count)
     if n > 0 { consume(n) }
     return n
   }
