@@ -8,7 +8,6 @@ The binary is ``$CREDPROXY_BIN`` when set, else ``<repo>/.build/release/credprox
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import socket
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness import secret_values
+from harness.secret_values import SecretGuard
 from harness.certs import PKI, make_pki
 from harness.proxy import ProxyProcess, ProxyStartError, binary_path, clean_env, render, run_cli
 from harness.upstream import UpstreamServer
@@ -140,26 +140,6 @@ def credproxy_bin() -> Path:
     return binary_path()
 
 
-class SecretGuard:
-    """Collects every proxy a test module starts; at the module's end no secret may be in any of
-    their stderr/stdout (which holds the access log and every diagnostic)."""
-
-    def __init__(self) -> None:
-        self.proxies: list[tuple[str, ProxyProcess]] = []
-        self.extra: dict[str, str] = {}
-
-    def add_secret(self, label: str, value: str) -> None:
-        self.extra[label] = value
-
-    def leaks(self) -> list[str]:
-        found = []
-        for test, p in self.proxies:
-            for stream, text in (("stderr", p.stderr_text()), ("stdout", p.stdout_text())):
-                for label in secret_values.find_leaks(text, self.extra):
-                    found.append(f"{label} in the {stream} of {p.name} (started by {test})")
-        return found
-
-
 @pytest.fixture(scope="module", autouse=True)
 def secret_guard():
     guard = SecretGuard()
@@ -205,8 +185,15 @@ class ProxyFactory:
         pytest.fail(message, pytrace=False)
 
     def stop_all(self) -> None:
+        """Stop every proxy; fail (at teardown) if one crashed or would not stop on SIGTERM."""
+        problems = []
         for p in self.started:
             p.stop()
+            why = p.problem()
+            if why:
+                problems.append(f"{why}; stderr tail:\n{p.stderr_text()[-2000:]}")
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -214,6 +201,13 @@ def proxy_factory(request, tmp_path: Path, substitutions, secret_guard):
     factory = ProxyFactory(tmp_path, substitutions, secret_guard, request.node.nodeid)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def proxy(proxy_factory):
+    """Alias of ``proxy_factory``: ``proxy(config_template)`` → a started ``ProxyProcess`` that is
+    stopped (SIGTERM, then SIGKILL) when the test ends."""
+    return proxy_factory
 
 
 @pytest.fixture(scope="module")
@@ -225,13 +219,16 @@ def module_proxy_factory(request, tmp_path_factory, substitutions, secret_guard)
 
 
 @pytest.fixture
-def cli(substitutions):
-    """``cli(*args, env=None)`` runs the binary with the secrets' variables set; text output."""
+def cli(tmp_path_factory):
+    """``cli(*args, env=None, cwd=None)`` runs the binary with the secrets' variables set, in an
+    empty directory unless ``cwd`` is given (so no stray ./proxy.conf is picked up); text output."""
+    empty = tmp_path_factory.mktemp("cli-cwd")
 
-    def run(*args: str, env: dict | None = None, timeout: float = 30.0):
+    def run(*args: str, env: dict | None = None, timeout: float = 30.0, cwd: Path | None = None):
         if not binary_path().exists():
             pytest.fail(f"credproxy binary not found at {binary_path()}", pytrace=False)
-        return run_cli(list(args), env={**secret_values.proxy_env(), **(env or {})}, timeout=timeout)
+        return run_cli(list(args), env={**secret_values.proxy_env(), **(env or {})}, timeout=timeout,
+                       cwd=cwd or empty)
 
     return run
 

@@ -50,12 +50,14 @@ def test_text_line_fields(px, upstream, token):
     line = find_line(px, f"/bearer/echo/{token}")
     assert "POST" in line, line
     assert "127.0.0.1" in line, line  # the client address
-    assert "localhost" in line and str(upstream.port) in line, line  # host
-    assert f"localhost:{upstream.port}/bearer" in line, line  # the route, as written
+    assert "localhost" in line, line  # the host (its port is optional)
+    # The route: its patterns as written, or its 1-based position in the file (#1 in STANDARD).
+    assert f"localhost:{upstream.port}/bearer" in line or re.search(r"#1\b", line), line
     assert re.search(r"\b200\b", line), line
     assert re.search(r"\b1234\b", line), f"bytes in not logged: {line}"
     assert re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}", line), f"no time: {line}"
-    assert re.search(r"\d+(\.\d+)?\s*(ms|s|us|µs)\b|duration|\bms=", line), f"no duration: {line}"
+    assert re.search(r"\b(dur\w*|duration\w*|elapsed\w*|ms|time_ms)[=:]\s*\d|\b\d+(\.\d+)?\s*(ms|s|us|µs)\b",
+                     line), f"no duration: {line}"
     assert f"qmark-{token}" not in px.stderr_text(), "the query string reached the log"
     assert "secretish" not in px.stderr_text()
 
@@ -106,7 +108,9 @@ def test_json_lines(px_json, upstream, token):
     assert 200 in values or "200" in values, record
     assert 1234 in values or "1234" in values, f"bytes in not logged: {record}"
     assert any(isinstance(v, str) and "127.0.0.1" in v for v in values), record
-    assert any(isinstance(v, str) and f"localhost:{upstream.port}/header" in v for v in values), record
+    # The route: its patterns as written, or its position in the file (#2 in STANDARD).
+    assert any(v in (2, "#2") or (isinstance(v, str) and f"localhost:{upstream.port}/header" in v)
+               for v in values), record
     assert f"qmark-{token}" not in px_json.stderr_text()
 
 

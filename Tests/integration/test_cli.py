@@ -51,7 +51,7 @@ def test_unknown_command_is_a_usage_error(cli):
     assert r.stderr.strip()
 
 
-@pytest.mark.parametrize("args", [["serve", "--bogus-flag"], ["check"], ["explain", "--config", "/nonexistent"]])
+@pytest.mark.parametrize("args", [["serve", "--bogus-flag"], ["check", "--config"], ["explain", "--config", "/nonexistent"]])
 def test_usage_errors_exit_2(cli, args):
     r = cli(*args)
     assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
@@ -151,6 +151,16 @@ def test_check_unclosed_block(cli, tmp_path):
     r = cli("check", "--config", str(path))
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert diagnostic_lines(r.stderr), r.stderr
+
+
+def test_config_defaults_to_proxy_conf_in_cwd(cli, tmp_path):
+    r = cli("check")  # in an empty directory
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "proxy.conf" in r.stderr
+    write_conf(tmp_path, "listen 127.0.0.1:0\nroute x.itest.invalid {\n  auth none\n}\n")
+    r = cli("check", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "x.itest.invalid" in r.stdout
 
 
 def test_check_missing_file(cli, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import threading
 import time
 
@@ -22,6 +23,10 @@ def px(module_proxy_factory):
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_500_concurrent_keepalive_clients(px, upstream, token):
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Our client sockets + the upstream's accepted sockets live in this process.
+    assert soft == resource.RLIM_INFINITY or soft >= 4 * CLIENTS, (
+        f"RLIMIT_NOFILE is {soft}: raise the hard limit (ulimit -Hn) to run {CLIENTS} clients")
     barrier = threading.Barrier(CLIENTS, timeout=60)
     errors: list[str] = []
     done = [0]

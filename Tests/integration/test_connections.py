@@ -120,7 +120,7 @@ def test_client_abort_mid_download(px, upstream, token):
     status, (n, digest) = result["b"]
     assert status == 200
     assert (n, digest) == (chunks * size, data.expected_sha256(chunks * size))
-    assert upstream.find_events("slow_complete", f"{token}-b")
+    assert upstream.wait_event("slow_complete", f"{token}-b", timeout=5)
 
     assert px.alive()
     r = get_via_proxy(px.port, upstream.url(f"/echo/{token}/after"))

@@ -131,8 +131,8 @@ def test_status_head_204_304_have_no_body_and_keep_alive(pki, upstream):
         assert c.read_response().status == 304
         r = c.read_response()
         assert (r.status, r.body) == (418, b"status 418\n")
-        assert c.request("GET", "/redirect", host).header("Location") == \
-            f"https://localhost:{upstream.port}/echo/redirected"
+        assert c.request("GET", "/redirect?id=r1", host).header("Location") == \
+            f"https://localhost:{upstream.port}/echo/redirected/r1"
 
 
 def test_hang_reports_the_peer_disconnecting(pki, upstream, token):
@@ -242,3 +242,48 @@ def test_proxy_process_harness_with_a_fake_binary(tmp_path):
     with pytest.raises(ProxyStartError, match="status 3"):
         ProxyProcess(dead, conf, tmp_path, clean_env(), name="dead").start(timeout=10)
     assert time.monotonic() - t0 < 5
+
+
+def test_secret_guard_catches_a_leak(tmp_path):
+    from harness import secret_values
+    from harness.secret_values import SecretGuard
+
+    leaky = tmp_path / "leaky-credproxy"
+    leaky.write_text(FAKE_PROXY.replace("{python}", sys.executable).replace(
+        'print("credproxy: listening',
+        f'print("Authorization: Bearer {secret_values.BEARER_TOKEN}", file=sys.stderr)\nprint("credproxy: listening'))
+    leaky.chmod(0o755)
+    conf = tmp_path / "proxy.conf"
+    conf.write_text("listen 127.0.0.1:0\n")
+    guard = SecretGuard()
+    p = ProxyProcess(leaky, conf, tmp_path, clean_env(), name="leaky").start(timeout=10)
+    guard.proxies.append(("test", p))
+    p.stop()
+    leaks = guard.leaks()
+    assert leaks and "bearer token" in leaks[0]
+    assert secret_values.BEARER_TOKEN not in "".join(leaks), "the report itself must not print the secret"
+
+
+def test_proxy_process_reports_crash_and_ignored_sigterm(tmp_path):
+    conf = tmp_path / "proxy.conf"
+    conf.write_text("listen 127.0.0.1:0\n")
+    crash = tmp_path / "crashing-credproxy"
+    crash.write_text(f"#!{sys.executable}\nimport sys, time\n"
+                     "print('credproxy: listening on 127.0.0.1:1', file=sys.stderr, flush=True)\n"
+                     "time.sleep(0.2)\nsys.exit(134)\n")
+    crash.chmod(0o755)
+    p = ProxyProcess(crash, conf, tmp_path, clean_env(), name="crash").start(timeout=10)
+    time.sleep(0.5)
+    p.stop()
+    assert "status 134" in (p.problem() or "")
+
+    stubborn = tmp_path / "stubborn-credproxy"
+    stubborn.write_text(f"#!{sys.executable}\nimport signal, sys, time\n"
+                        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                        "print('credproxy: listening on 127.0.0.1:1', file=sys.stderr, flush=True)\n"
+                        "time.sleep(60)\n")
+    stubborn.chmod(0o755)
+    p = ProxyProcess(stubborn, conf, tmp_path, clean_env(), name="stubborn").start(timeout=10)
+    p.stop(timeout=0.5)
+    assert "SIGTERM" in (p.problem() or "")
+    assert not p.alive()

@@ -4,6 +4,7 @@ on the fly and hashed at both ends, while the proxy's peak RSS (VmHWM) stays nea
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -87,4 +88,37 @@ def test_slow_reader_gets_backpressure_not_buffering(px, upstream, baseline_kib)
     assert (n, digest) == (size, data.expected_sha256(size))
     assert stalled_growth < HWM_BUDGET_KIB, (
         f"proxy RSS grew {stalled_growth / 1024:.1f} MiB while the client was not reading")
+    assert_memory_bounded(px, baseline_kib)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_stalled_upstream_gets_backpressure_on_upload(px, upstream, baseline_kib, token):
+    """The upstream stops reading for 3 s: the proxy must stop reading the client, not buffer."""
+    size = 128 * 1024 * 1024
+    c = RawConnection(px.port, timeout=60)
+    outcome: dict = {}
+
+    def send_all():
+        try:
+            c.send((f"POST {upstream.url(f'/upload?stall=3&id={token}')} HTTP/1.1\r\n"
+                    f"Host: {upstream.authority}\r\nContent-Length: {size}\r\n\r\n").encode())
+            c.send_iter(data.generate(size))
+        except Exception as e:  # noqa: BLE001 - reported below
+            outcome["error"] = repr(e)
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    try:
+        sender.start()
+        assert upstream.wait_event("upload_stall", token, timeout=10), "the upload never reached the upstream"
+        time.sleep(2.5)
+        stalled_growth = px.rss_kib() - baseline_kib
+        sender.join(timeout=60)
+        assert not sender.is_alive() and "error" not in outcome, outcome
+        r = c.read_response(timeout=60)
+    finally:
+        c.close()
+    assert r.json() == {"length": size, "sha256": data.expected_sha256(size)}
+    assert stalled_growth < HWM_BUDGET_KIB, (
+        f"proxy RSS grew {stalled_growth / 1024:.1f} MiB while the upstream was not reading")
     assert_memory_bounded(px, baseline_kib)

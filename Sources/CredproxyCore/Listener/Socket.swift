@@ -93,6 +93,15 @@ enum Socket {
     }
   }
 
+  /// The address without the port: `1.2.3.4`, `::1`.
+  static func describeHost(_ storage: sockaddr_storage) -> String {
+    let full = describe(storage)
+    if full.hasPrefix("["), let close = full.firstIndex(of: "]") {
+      return String(full[full.index(after: full.startIndex)..<close])
+    }
+    return full.split(separator: ":").first.map(String.init) ?? full
+  }
+
   /// `1.2.3.4:567` or `[::1]:567`, for logs.
   static func describe(_ storage: sockaddr_storage) -> String {
     var s = storage

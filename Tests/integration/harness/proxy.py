@@ -51,11 +51,13 @@ def render(template: str, values: Mapping[str, object]) -> str:
 
 
 def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 30.0,
-            binary: Path | None = None) -> subprocess.CompletedProcess:
+            binary: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a one-shot command (check, explain, --help…); ``cwd`` matters: the config defaults to
+    ./proxy.conf."""
     binary = binary or binary_path()
     return subprocess.run(
         [str(binary), *args], capture_output=True, text=True, env=clean_env(env),
-        timeout=timeout, stdin=subprocess.DEVNULL,
+        timeout=timeout, stdin=subprocess.DEVNULL, cwd=str(cwd) if cwd else None,
     )
 
 
@@ -73,6 +75,9 @@ class ProxyProcess:
         self.proc: subprocess.Popen | None = None
         self.listeners: list[tuple[str, int]] = []
         self.returncode: int | None = None
+        # Set by stop(): the process had already exited (crashed?) / needed SIGKILL.
+        self.exited_before_stop = False
+        self.needed_sigkill = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -114,6 +119,8 @@ class ProxyProcess:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
         if self.proc is None:
             return self.returncode
+        if self.returncode is not None:
+            return self.returncode  # already stopped
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGTERM)
@@ -122,10 +129,22 @@ class ProxyProcess:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                self.needed_sigkill = True
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        else:
+            self.exited_before_stop = True
         self.returncode = self.proc.returncode
         return self.returncode
+
+    def problem(self) -> str | None:
+        """Why this run looks unhealthy after stop(): it crashed or exited on its own with an
+        error, or ignored SIGTERM. None when it ran until told to stop and then stopped."""
+        if self.needed_sigkill:
+            return f"{self.name} did not exit within the timeout after SIGTERM"
+        if self.exited_before_stop and self.returncode not in (0, None):
+            return f"{self.name} exited on its own with status {self.returncode}"
+        return None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

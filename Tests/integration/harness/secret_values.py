@@ -48,3 +48,24 @@ def find_leaks(text: str, extra: dict[str, str] | None = None) -> list[str]:
     if extra:
         table.update(extra)
     return [label for label, value in table.items() if value and value in text]
+
+
+class SecretGuard:
+    """Collects every proxy a test module starts; at the module's end no secret may be in any of
+    their stderr/stdout (which hold the access log and every diagnostic). Reports name the secret,
+    never print it."""
+
+    def __init__(self) -> None:
+        self.proxies: list[tuple[str, object]] = []  # (test node id, ProxyProcess)
+        self.extra: dict[str, str] = {}
+
+    def add_secret(self, label: str, value: str) -> None:
+        self.extra[label] = value
+
+    def leaks(self) -> list[str]:
+        found = []
+        for test, p in self.proxies:
+            for stream, text in (("stderr", p.stderr_text()), ("stdout", p.stdout_text())):
+                for label in find_leaks(text, self.extra):
+                    found.append(f"{label} in the {stream} of {p.name} (started by {test})")
+        return found

@@ -6,7 +6,8 @@ can see exactly which header lines arrived, in which order, with which bytes.
 Endpoints (any method unless noted; every request body is read, streamed and hashed):
 - ``/echo…``            JSON: method, raw target, version, headers as ``[[name, value], …]`` in
                         arrival order, the raw header lines, body length and sha256, SNI, ALPN.
-- ``/upload``           JSON: body length and sha256 (nothing else).
+- ``/upload[?stall=S]`` JSON: body length and sha256 (nothing else); with ``stall``, waits S
+                        seconds before reading the body (event ``upload_stall``).
 - ``/stream?bytes=N[&chunked=1][&block=K]``
                         N bytes from ``data.generate`` with Content-Length, or chunked.
 - ``/hang?id=X``        never answers; ends when the peer disconnects (event ``hang_disconnect``)
@@ -440,6 +441,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 self.sock.sendall(body)
             return False
 
+        if path == "/upload" and "stall" in query:
+            # Read nothing for a while: the proxy must stop reading its client, not buffer.
+            self.up.record_event("upload_stall", query.get("id"), conn=self.conn_id)
+            self.up.release.wait(float(query["stall"]))
         self._consume_body(req)
 
         if path.startswith("/echo"):
