@@ -28,10 +28,13 @@ let package = Package(
     // Google credentials without I/O: key files, JWT assertions signed RS256 with libcrypto,
     // token responses, scope normalisation, and the token cache's state machine.
     .target(name: "GoogleAuth", dependencies: ["CCrypto"]),
+    // Shared egress policy: client identities, SSRF guards, rate and concurrency limits, audit
+    // records, metrics, the status page. Pure logic, no I/O.
+    .target(name: "EgressPolicy", dependencies: ["CredproxyConfig", "HTTP1"]),
     // The running proxy: event loops, listener, upstream transfers over libcurl, access log.
     .target(
       name: "CredproxyCore",
-      dependencies: ["HTTP1", "CredproxyConfig", "GoogleAuth", "CCurl", "CCrypto", "CSystem"]
+      dependencies: ["HTTP1", "CredproxyConfig", "GoogleAuth", "EgressPolicy", "CCurl", "CCrypto", "CSystem"]
     ),
     .executableTarget(
       name: "credproxy",
@@ -40,5 +43,6 @@ let package = Package(
     .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"]),
     .testTarget(name: "CredproxyConfigTests", dependencies: ["CredproxyConfig", "HTTP1"]),
     .testTarget(name: "GoogleAuthTests", dependencies: ["GoogleAuth"]),
+    .testTarget(name: "EgressPolicyTests", dependencies: ["EgressPolicy", "CredproxyConfig"]),
   ]
 )

@@ -10,6 +10,8 @@ public struct ProxyConfig: Sendable {
   public var caFile: String?
   /// Where `ca-file` was written (0 when absent), for warnings.
   var caFileLine: Int = 0
+  /// The line of each entry of `listeners` (0 for the default), for warnings.
+  var listenLines: [Int] = []
   public var connectTimeoutMs: Int = 10_000
   public var requestTimeoutMs: Int = 300_000
   public var idleTimeoutMs: Int = 60_000
@@ -23,6 +25,20 @@ public struct ProxyConfig: Sendable {
   /// `credentials NAME { … }` blocks, in file order. `default` without a block is implicit
   /// (`source adc`): use `credential(named:)` to look one up.
   public var credentials: [CredentialSpec] = []
+  /// `client NAME { … }` blocks, in file order. Empty: nobody identifies, every caller is
+  /// anonymous and every route's allow list is "every client".
+  public var clients: [ClientSpec] = []
+  /// `audit-log PATH|stderr|off`: one JSON line per decision (default off).
+  public var auditLog: AccessLogTarget = .off
+  /// `mode report|enforce` at top level: the default for routes without their own `mode`.
+  public var mode: PolicyMode = .enforce
+  /// `admin ADDR:PORT [token SECRET]`: the status page and metrics listener; nil when off.
+  public var admin: AdminConfig?
+  /// `shutdown-timeout D`: how long in-flight requests may drain after SIGTERM.
+  public var shutdownTimeoutMs: Int = 30_000
+  /// `log-queries on|off`: whether the audit log records query strings (secret-looking
+  /// parameters redacted).
+  public var logQueries: Bool = false
   /// Things `check` prints but that do not stop the proxy (inline secrets, shadowed routes, …).
   /// Warnings that depend on the environment (an unset secret variable) come from
   /// `secretWarnings(environment:)` instead.
@@ -40,17 +56,124 @@ public struct ProxyConfig: Sendable {
     }
     return nil
   }
+
+  /// The client block called `name`.
+  public func client(named name: String) -> ClientSpec? { clients.first { $0.name == name } }
+
+  /// The mode a route's policy runs in: its own `mode`, else the top-level one.
+  public func effectiveMode(_ route: Route) -> PolicyMode { route.mode ?? mode }
+
+  /// True when some client must prove who it is (a password or a token); `from`-only clients
+  /// do not count: addresses are not secrets.
+  public var requiresClientAuthentication: Bool { clients.contains { $0.authenticates } }
 }
 
 public struct ListenAddress: Sendable, Equatable, Hashable, CustomStringConvertible {
   /// An IP literal (IPv6 without brackets) or a host name.
   public var host: String
   public var port: Int
-  public init(host: String, port: Int) {
+  /// `listen ADDR:PORT tls CERT KEY`: callers connect with TLS. nil: plain text.
+  public var tls: ListenerTLS?
+  public init(host: String, port: Int, tls: ListenerTLS? = nil) {
     self.host = host
     self.port = port
+    self.tls = tls
   }
+  /// `host:port` (IPv6 in brackets); the TLS files are not part of it.
   public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+  /// `localhost`, 127.0.0.0/8 or `::1`.
+  public var isLoopback: Bool { IPText.isLoopback(host) }
+}
+
+/// The certificate chain and private key (PEM files) of a TLS listener. Paths only.
+public struct ListenerTLS: Sendable, Equatable, Hashable {
+  public var certFile: String
+  public var keyFile: String
+  public init(certFile: String, keyFile: String) {
+    self.certFile = certFile
+    self.keyFile = keyFile
+  }
+}
+
+/// `report`: a request the policy would refuse is let through and logged as `report`;
+/// `enforce`: it is refused.
+public enum PolicyMode: String, Sendable, Equatable { case report, enforce }
+
+/// `admin ADDR:PORT [token SECRET]`.
+public struct AdminConfig: Sendable, Equatable {
+  public var address: ListenAddress
+  /// Callers send `Authorization: Bearer TOKEN`; nil (loopback only): no token needed.
+  public var token: SecretRef?
+  public var line: Int
+  public init(address: ListenAddress, token: SecretRef?, line: Int) {
+    self.address = address
+    self.token = token
+    self.line = line
+  }
+}
+
+/// A `client NAME { … }` block: who a caller is. A caller is this client when it sends
+/// `Proxy-Authorization: Basic base64(NAME:PASSWORD)` or `Bearer TOKEN`, or, sending neither,
+/// connects from one of `from`. Each method alone identifies the client.
+public struct ClientSpec: Sendable, Equatable {
+  public var name: String
+  public var password: SecretRef?
+  public var token: SecretRef?
+  public var from: [CIDR] = []
+  /// `max-concurrent N`: requests in flight for this client across all routes.
+  public var maxConcurrent: Int?
+  public var line: Int
+
+  public init(
+    name: String, password: SecretRef? = nil, token: SecretRef? = nil, from: [CIDR] = [],
+    maxConcurrent: Int? = nil, line: Int
+  ) {
+    self.name = name
+    self.password = password
+    self.token = token
+    self.from = from
+    self.maxConcurrent = maxConcurrent
+    self.line = line
+  }
+
+  /// Has a password or a token: a secret the caller must present.
+  public var authenticates: Bool { password != nil || token != nil }
+
+  /// How the client is recognised, for `check` and the status page; never a secret value:
+  /// `password env:ALICE_PW, from 10.0.0.0/8`.
+  public var identificationSummary: String {
+    var parts: [String] = []
+    if let password { parts.append("password \(password)") }
+    if let token { parts.append("token \(token)") }
+    if !from.isEmpty { parts.append("from " + from.map(\.description).joined(separator: " ")) }
+    return parts.joined(separator: ", ")
+  }
+}
+
+/// `rate N/s [burst M]` or `rate N/m [burst M]`: a token bucket per client per route.
+public struct RateLimit: Sendable, Equatable, CustomStringConvertible {
+  public enum Unit: String, Sendable, Equatable {
+    case second = "s"
+    case minute = "m"
+  }
+  public var count: Int
+  public var unit: Unit
+  /// Requests allowed back to back; defaults to `count`.
+  public var burst: Int
+
+  public init(count: Int, unit: Unit, burst: Int? = nil) {
+    self.count = count
+    self.unit = unit
+    self.burst = burst ?? count
+  }
+
+  /// The refill rate.
+  public var perSecond: Double { unit == .second ? Double(count) : Double(count) / 60 }
+
+  /// `10/s burst 20`; the burst is left out when it is the default.
+  public var description: String {
+    burst == count ? "\(count)/\(unit.rawValue)" : "\(count)/\(unit.rawValue) burst \(burst)"
+  }
 }
 
 public enum AccessLogTarget: Sendable, Equatable {
@@ -87,6 +210,19 @@ public struct Route: Sendable {
   /// `auth-header NAME`: the header that carries an OAuth2/OIDC token instead of `Authorization`
   /// (e.g. `X-Serverless-Authorization` for a Cloud Run app that needs its own `Authorization`).
   public var authHeader: String?
+  /// `allow CLIENT…`: the clients that may use the route; nil: every client (and anonymous
+  /// callers when no clients are defined). In file order.
+  public var allow: [String]?
+  /// `rate N/s [burst M]`: per client on this route.
+  public var rate: RateLimit?
+  /// `max-concurrent N`: requests in flight per client on this route.
+  public var maxConcurrent: Int?
+  /// `tunnel`: CONNECT to the route's host and port is allowed (end-to-end; no auth injected).
+  public var tunnel: Bool = false
+  /// `allow-private`: the route may dial private, loopback and link-local addresses.
+  public var allowPrivate: Bool = false
+  /// `mode report|enforce`; nil: the top-level mode (`ProxyConfig.effectiveMode`).
+  public var mode: PolicyMode?
   /// Where the route starts in the file, for messages.
   public var line: Int
 
@@ -94,6 +230,14 @@ public struct Route: Sendable {
     self.name = name
     self.patterns = patterns
     self.line = line
+  }
+
+  /// Whether `client` may use this route: always when there is no allow list; otherwise only a
+  /// listed client (an anonymous caller, nil, never).
+  public func allows(client: String?) -> Bool {
+    guard let allow else { return true }
+    guard let client else { return false }
+    return allow.contains(client)
   }
 
   /// The port the upstream is dialled on: the one the caller wrote, else 443/80 by `upstream`.
@@ -251,7 +395,7 @@ public enum AuthSpec: Sendable, Equatable {
 }
 
 /// Where a secret comes from. Resolved when used (`resolve(environment:)`), never printed.
-public enum SecretRef: Sendable, Equatable, CustomStringConvertible {
+public enum SecretRef: Sendable, Hashable, CustomStringConvertible {
   case literal(String)
   case env(String)
   case file(String)

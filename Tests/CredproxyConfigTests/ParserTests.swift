@@ -217,17 +217,17 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(
       diagnostics("listen 127.0.0.1:8080\nlisten-on 1.2.3.4:5\n"),
       [
-        "proxy.conf:2:1: unknown directive \"listen-on\"; expected one of listen, ca-file, connect-timeout, request-timeout, idle-timeout, header-timeout, max-body, access-log, log-format, route, credentials at top level"
+        "proxy.conf:2:1: unknown directive \"listen-on\"; expected one of listen, ca-file, connect-timeout, request-timeout, idle-timeout, header-timeout, max-body, access-log, log-format, route, credentials, client, audit-log, log-queries, mode, admin, shutdown-timeout at top level"
       ])
     XCTAssertEqual(
       diagnostics("route a.example.com {\n  upstrem https\n}\n"),
       [
-        "proxy.conf:2:3: unknown directive \"upstrem\"; expected one of upstream, connect-to, methods, auth, deny, connect-timeout, request-timeout, max-body, credentials, auth-header in a route block"
+        "proxy.conf:2:3: unknown directive \"upstrem\"; expected one of upstream, connect-to, methods, auth, deny, connect-timeout, request-timeout, max-body, credentials, auth-header, allow, rate, max-concurrent, tunnel, allow-private, mode in a route block"
       ])
     XCTAssertEqual(
       diagnostics("upstream http\n"),
       [
-        "proxy.conf:1:1: upstream is only valid inside a route block; expected one of listen, ca-file, connect-timeout, request-timeout, idle-timeout, header-timeout, max-body, access-log, log-format, route, credentials at top level"
+        "proxy.conf:1:1: upstream is only valid inside a route block; expected one of listen, ca-file, connect-timeout, request-timeout, idle-timeout, header-timeout, max-body, access-log, log-format, route, credentials, client, audit-log, log-queries, mode, admin, shutdown-timeout at top level"
       ])
   }
 
@@ -361,7 +361,7 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(
       diagnostics("listen\n"),
       [
-        "proxy.conf:1:1: listen is missing its argument; expected listen ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)"
+        "proxy.conf:1:1: listen is missing its argument; expected listen ADDR:PORT [tls CERT-FILE KEY-FILE] (e.g. 127.0.0.1:8080 or [::1]:8080)"
       ])
     XCTAssertEqual(
       diagnostics("connect-timeout 1s 2s\n"),
@@ -596,8 +596,13 @@ final class ParserTests: XCTestCase {
     )
     XCTAssertTrue(d[2].hasPrefix("proxy.conf:3:8: missing ]"), d[2])
     XCTAssertTrue(d[3].hasPrefix("proxy.conf:4:8: invalid port \"70000\""), d[3])
-    let w = try parse("listen 0.0.0.0:8080\n").warnings
-    XCTAssertTrue(w.contains { $0.message.contains("not a loopback address") })
+    // A non-loopback listener without client authentication is an open proxy: refused
+    // (see PolicyConfigTests for the rule in full).
+    XCTAssertEqual(
+      diagnostics("listen 0.0.0.0:8080\n"),
+      [
+        "proxy.conf:1:8: listening on 0.0.0.0:8080 without client authentication would make an open credential-injecting proxy; add a client block with password or token, or listen on 127.0.0.1"
+      ])
   }
 
   func testShadowedRouteWarns() throws {

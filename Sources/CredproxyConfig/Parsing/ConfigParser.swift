@@ -54,17 +54,23 @@ private enum BlockKind: String {
   case top = "top level"
   case route
   case credentials
+  case client
 }
 
 private let topDirectives = [
   "listen", "ca-file", "connect-timeout", "request-timeout", "idle-timeout", "header-timeout",
-  "max-body", "access-log", "log-format", "route", "credentials",
+  "max-body", "access-log", "log-format", "route", "credentials", "client", "audit-log",
+  "log-queries", "mode", "admin", "shutdown-timeout",
 ]
 private let routeDirectives = [
   "upstream", "connect-to", "methods", "auth", "deny", "connect-timeout", "request-timeout",
-  "max-body", "credentials", "auth-header",
+  "max-body", "credentials", "auth-header", "allow", "rate", "max-concurrent", "tunnel",
+  "allow-private", "mode",
 ]
 private let credentialDirectives = ["source", "iam-endpoint", "refresh-window"]
+private let clientDirectives = ["password", "token", "from", "max-concurrent"]
+/// Directives that open a block.
+private let blockDirectives: Set<String> = ["route", "credentials", "client"]
 private let authTypesExpected = "expected one of none, bearer, header, basic, OAuth2, OIDC"
 private let sourceTypesExpected =
   "expected one of adc, key-file, metadata, impersonate, refresh-token, client-credentials"
@@ -77,6 +83,13 @@ private struct RouteInfo {
   var authFailed = false
   var credentialsToken: Token?
   var authHeaderToken: Token?
+  var allowTokens: [Token] = []
+  var tunnelToken: Token?
+}
+
+private struct ClientInfo {
+  var nameToken: Token
+  var tokenToken: Token?
 }
 
 private struct CredentialInfo {
@@ -94,6 +107,10 @@ private struct ParseSession {
   var config: ProxyConfig
   var topSeen: [String: Int] = [:]
   var listenSeen: [ListenAddress: Int] = [:]
+  /// Each `listen` with its address word, for the cross-checks.
+  var listenTokens: [Token] = []
+  var adminToken: Token?
+  var clientInfos: [String: ClientInfo] = [:]
   var routeInfos: [RouteInfo] = []
   var credentialInfos: [String: CredentialInfo] = [:]
 
@@ -126,25 +143,26 @@ private struct ParseSession {
       }
       let opens = s.tokens.count > 1 && s.tokens.last!.isOpen
       switch head.keyword {
-      case "route", "credentials":
+      case "route", "credentials", "client":
         if !opens {
-          let usage = head.keyword == "route" ? "route PATTERN… {" : "credentials NAME {"
+          let usage = head.keyword == "route" ? "route PATTERN… {" : "\(head.keyword) NAME {"
           error(
             s.tokens.last!,
             "\(head.keyword) opens a block; expected \(usage) with { at the end of the line")
           continue
         }
         let body = collectBody(statements, &i, opener: s, kind: head.keyword)
-        if head.keyword == "route" {
-          parseRoute(s, body)
-        } else {
-          parseCredentials(s, body)
+        switch head.keyword {
+        case "route": parseRoute(s, body)
+        case "credentials": parseCredentials(s, body)
+        default: parseClient(s, body)
         }
       default:
         if opens {
           error(
             s.tokens.last!,
-            "\(head.text) does not open a block; expected { only after route or credentials")
+            "\(head.text) does not open a block; expected { only after route, credentials or client"
+          )
           _ = collectBody(statements, &i, opener: s, kind: head.keyword)
           continue
         }
@@ -184,7 +202,8 @@ private struct ParseSession {
           previous.tokens.append(s.head)
           out[out.count - 1] = previous
         } else {
-          error(s.head, "unexpected {; expected route PATTERN… { or credentials NAME {")
+          error(
+            s.head, "unexpected {; expected route PATTERN… {, credentials NAME { or client NAME {")
         }
         continue
       }
@@ -221,7 +240,7 @@ private struct ParseSession {
       }
       if s.tokens.count > 1 && s.tokens.last!.isOpen {
         let k = s.head.keyword
-        if k == "route" || k == "credentials" {
+        if blockDirectives.contains(k) {
           error(
             s.head,
             "\(kind) block opened on line \(opener.line) is not closed; expected } before this \(k) block"
@@ -282,23 +301,28 @@ private struct ParseSession {
 
   mutating func unknown(_ s: Statement, in kind: BlockKind) {
     let k = s.head.keyword
-    let valid: [String]
-    switch kind {
-    case .top: valid = topDirectives
-    case .route: valid = routeDirectives
-    case .credentials: valid = credentialDirectives
-    }
+    let all: [(BlockKind, [String])] = [
+      (.top, topDirectives), (.route, routeDirectives), (.credentials, credentialDirectives),
+      (.client, clientDirectives),
+    ]
+    let valid = all.first { $0.0 == kind }!.1
     let list = valid.joined(separator: ", ")
     let place = kind == .top ? "at top level" : "in a \(kind.rawValue) block"
-    if kind != .route && routeDirectives.contains(k) {
-      error(s.head, "\(k) is only valid inside a route block; expected one of \(list) \(place)")
-    } else if kind != .credentials && credentialDirectives.contains(k) {
-      error(
-        s.head, "\(k) is only valid inside a credentials block; expected one of \(list) \(place)")
-    } else if kind != .top && topDirectives.contains(k) {
-      error(s.head, "\(k) is only valid at top level; expected one of \(list) \(place)")
-    } else {
+    // Where else the directive would be valid.
+    var blocks: [String] = []
+    var atTop = false
+    for (other, names) in all where other != kind && names.contains(k) {
+      if other == .top { atTop = true } else { blocks.append("a \(other.rawValue) block") }
+    }
+    var places: [String] = []
+    if atTop { places.append("at top level") }
+    if !blocks.isEmpty { places.append("inside " + blocks.joined(separator: " or ")) }
+    if places.isEmpty {
       error(s.head, "unknown directive \"\(s.head.text)\"; expected one of \(list) \(place)")
+    } else {
+      error(
+        s.head,
+        "\(k) is only valid \(places.joined(separator: " or ")); expected one of \(list) \(place)")
     }
   }
 
@@ -353,7 +377,7 @@ private struct ParseSession {
   mutating func secureURL(_ t: Token, what: String) -> String? {
     do {
       let u = try URLParts.parse(t.text)
-      if u.scheme == "http" && !IPAddress.isLoopback(u.host) {
+      if u.scheme == "http" && !IPText.isLoopback(u.host) {
         error(
           t,
           "\(what) must use https unless its host is loopback (127.0.0.0/8, ::1, localhost); expected https://…"
@@ -365,6 +389,99 @@ private struct ParseSession {
       self.error(t, error.message)
       return nil
     }
+  }
+
+  /// A `listen` or `admin` address: an IP literal or `localhost`, with a port (0 allowed).
+  mutating func bindAddress(_ t: Token, what: String) -> ListenAddress? {
+    do {
+      let hp = try Values.hostPort(t.text, portRequired: true, allowPortZero: true)
+      if !hp.isIPv6 && hp.host != "localhost" && IPText.ipv4Canonical(hp.host.utf8) == nil {
+        error(
+          t,
+          "\(what) address \"\(t.text)\" is not an IP address; expected e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080"
+        )
+        return nil
+      }
+      return ListenAddress(host: hp.host, port: hp.port!)
+    } catch {
+      self.error(t, error.message)
+      return nil
+    }
+  }
+
+  mutating func onOff(_ t: Token, _ what: String) -> Bool? {
+    if t.isKeyword("on") { return true }
+    if t.isKeyword("off") { return false }
+    error(t, "invalid \(what) \"\(t.text)\"; expected on or off")
+    return nil
+  }
+
+  mutating func mode(_ t: Token) -> PolicyMode? {
+    if let m = PolicyMode(rawValue: t.keyword), !t.quoted { return m }
+    error(t, "invalid mode \"\(t.text)\"; expected report or enforce")
+    return nil
+  }
+
+  /// A positive whole number up to `max` (`max-concurrent`, rates, bursts).
+  mutating func count(_ t: Token, _ what: String, example: String, max: Int = 1_000_000) -> Int? {
+    let text = t.text
+    guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), text.count <= 9,
+      let n = Int(text)
+    else {
+      error(t, "invalid \(what) \"\(text)\"; expected a whole number, at least 1 (e.g. \(example))")
+      return nil
+    }
+    guard n >= 1 else {
+      error(t, "\(what) \(text) is zero; expected at least 1 (e.g. \(example))")
+      return nil
+    }
+    guard n <= max else {
+      error(t, "\(what) \(text) is too large; expected at most \(max)")
+      return nil
+    }
+    return n
+  }
+
+  /// `rate N/s [burst M]` or `rate N/m [burst M]`.
+  mutating func rate(_ s: Statement) -> RateLimit? {
+    let usage = "rate N/s or N/m [burst M] (e.g. rate 10/s burst 20)"
+    guard s.tokens.count == 2 || s.tokens.count == 4 else {
+      if s.tokens.count < 2 {
+        error(s.head, "rate is missing its argument; expected \(usage)")
+      } else if s.tokens.count == 3 {
+        if s.tokens[2].isKeyword("burst") {
+          error(s.tokens[2], "burst is missing its value; expected \(usage)")
+        } else {
+          error(s.tokens[2], "unexpected \"\(s.tokens[2].text)\" in rate; expected \(usage)")
+        }
+      } else if !s.tokens[2].isKeyword("burst") {
+        error(s.tokens[2], "unexpected \"\(s.tokens[2].text)\" in rate; expected \(usage)")
+      } else {
+        error(s.tokens[4], "too many arguments to rate; expected \(usage)")
+      }
+      return nil
+    }
+    let t = s.tokens[1]
+    let parts = t.text.split(separator: "/", omittingEmptySubsequences: false)
+    guard parts.count == 2, let unit = RateLimit.Unit(rawValue: parts[1].lowercased()) else {
+      error(t, "invalid rate \"\(t.text)\"; expected N/s or N/m (e.g. 10/s, 600/m)")
+      return nil
+    }
+    guard
+      let n = count(
+        Token(text: String(parts[0]), quoted: false, line: t.line, column: t.column), "rate",
+        example: "10/s")
+    else { return nil }
+    var burst: Int?
+    if s.tokens.count == 4 {
+      guard s.tokens[2].isKeyword("burst") else {
+        error(s.tokens[2], "unexpected \"\(s.tokens[2].text)\" in rate; expected \(usage)")
+        return nil
+      }
+      guard let b = count(s.tokens[3], "burst", example: "20") else { return nil }
+      burst = b
+    }
+    return RateLimit(count: n, unit: unit, burst: burst)
   }
 
   static func validName(_ s: String) -> Bool {
@@ -381,33 +498,81 @@ private struct ParseSession {
     let k = s.head.keyword
     switch k {
     case "listen":
-      guard arity(s, 1, "listen ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)") else { return }
-      let t = s.tokens[1]
-      do {
-        let hp = try Values.hostPort(t.text, portRequired: true, allowPortZero: true)
-        if !hp.isIPv6 && hp.host != "localhost" && IPAddress.ipv4Canonical(hp.host.utf8) == nil {
+      let usage = "listen ADDR:PORT [tls CERT-FILE KEY-FILE] (e.g. 127.0.0.1:8080 or [::1]:8080)"
+      if s.tokens.count > 2 {
+        guard s.tokens[2].isKeyword("tls") else {
           error(
-            t,
-            "listen address \"\(t.text)\" is not an IP address; expected e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080"
-          )
+            s.tokens[2], "unexpected \"\(s.tokens[2].text)\" after the address; expected \(usage)")
           return
         }
-        let addr = ListenAddress(host: hp.host, port: hp.port!)
-        if addr.port != 0, let first = listenSeen[addr] {
-          error(t, "duplicate listen \(addr) (first on line \(first)); expected each address once")
-          return
-        }
-        listenSeen[addr] = s.line
-        config.listeners.append(addr)
-        if !IPAddress.isLoopback(addr.host) {
-          warn(
-            t,
-            "listening on \(addr), not a loopback address: anyone who can reach it can use the injected credentials"
-          )
-        }
-      } catch {
-        self.error(t, error.message)
+        guard arity(s, 2, "listen ADDR:PORT tls CERT-FILE KEY-FILE", skip: 3) else { return }
+      } else {
+        guard arity(s, 1, usage) else { return }
       }
+      let t = s.tokens[1]
+      guard var addr = bindAddress(t, what: "listen") else { return }
+      if addr.port != 0, let first = listenSeen[addr] {
+        error(t, "duplicate listen \(addr) (first on line \(first)); expected each address once")
+        return
+      }
+      if s.tokens.count == 5 {
+        guard let cert = path(s.tokens[3]), let key = path(s.tokens[4]) else { return }
+        addr.tls = ListenerTLS(certFile: cert, keyFile: key)
+      }
+      listenSeen[ListenAddress(host: addr.host, port: addr.port)] = s.line
+      listenTokens.append(t)
+      config.listeners.append(addr)
+      config.listenLines.append(s.line)
+    case "admin":
+      guard onceTop(s) else { return }
+      let usage = "admin ADDR:PORT [token SECRET] (e.g. admin 127.0.0.1:9090)"
+      if s.tokens.count > 2 {
+        guard s.tokens[2].isKeyword("token") else {
+          error(
+            s.tokens[2], "unexpected \"\(s.tokens[2].text)\" after the address; expected \(usage)")
+          return
+        }
+        guard arity(s, 1, "admin ADDR:PORT token SECRET", skip: 3) else { return }
+      } else {
+        guard arity(s, 1, usage) else { return }
+      }
+      let t = s.tokens[1]
+      guard let addr = bindAddress(t, what: "admin") else { return }
+      var token: SecretRef?
+      if s.tokens.count == 4 {
+        guard let ref = secret(s.tokens[3]) else { return }
+        token = ref
+      }
+      if token == nil && !addr.isLoopback {
+        error(
+          t,
+          "admin on a non-loopback address needs a token; expected admin \(addr) token SECRET, or a loopback address such as 127.0.0.1:\(addr.port)"
+        )
+        return
+      }
+      adminToken = t
+      config.admin = AdminConfig(address: addr, token: token, line: s.line)
+    case "audit-log":
+      guard onceTop(s), arity(s, 1, "audit-log stderr|off|PATH") else { return }
+      let t = s.tokens[1]
+      if t.isKeyword("stderr") {
+        config.auditLog = .stderr
+      } else if t.isKeyword("off") {
+        config.auditLog = .off
+      } else if let p = path(t) {
+        config.auditLog = .file(p)
+      }
+    case "log-queries":
+      guard onceTop(s), arity(s, 1, "log-queries on|off") else { return }
+      if let on = onOff(s.tokens[1], "log-queries") { config.logQueries = on }
+    case "mode":
+      guard onceTop(s), arity(s, 1, "mode report|enforce") else { return }
+      if let m = mode(s.tokens[1]) { config.mode = m }
+    case "shutdown-timeout":
+      guard onceTop(s), arity(s, 1, "shutdown-timeout DURATION (e.g. 30s)"),
+        let ms = duration(s.tokens[1])
+      else { return }
+      config.shutdownTimeoutMs = ms
     case "ca-file":
       guard onceTop(s), arity(s, 1, "ca-file PATH") else { return }
       if let p = path(s.tokens[1]) {
@@ -554,6 +719,39 @@ private struct ParseSession {
         } catch {
           self.error(t, error.message)
         }
+      case "allow":
+        guard s.tokens.count > 1 else {
+          error(
+            s.head, "allow is missing its clients; expected allow CLIENT… (names of client blocks)")
+          continue
+        }
+        var names: [String] = []
+        for t in s.args {
+          guard Self.validName(t.text) else {
+            error(t, "invalid client name \"\(t.text)\"; expected letters, digits, -, _ and .")
+            continue
+          }
+          if !names.contains(t.text) {
+            names.append(t.text)
+            info.allowTokens.append(t)
+          }
+        }
+        route.allow = names
+      case "rate":
+        route.rate = rate(s)
+      case "max-concurrent":
+        guard arity(s, 1, "max-concurrent N (e.g. 8)") else { continue }
+        route.maxConcurrent = count(s.tokens[1], "max-concurrent", example: "8")
+      case "tunnel":
+        guard arity(s, 0, "tunnel") else { continue }
+        route.tunnel = true
+        info.tunnelToken = s.head
+      case "allow-private":
+        guard arity(s, 0, "allow-private") else { continue }
+        route.allowPrivate = true
+      case "mode":
+        guard arity(s, 1, "mode report|enforce") else { continue }
+        route.mode = mode(s.tokens[1])
       default:
         break
       }
@@ -667,6 +865,88 @@ private struct ParseSession {
       error(type, "unknown auth type \"\(type.text)\"; \(authTypesExpected)")
       return nil
     }
+  }
+
+  // MARK: Clients
+
+  mutating func parseClient(_ open: Statement, _ body: [Statement]) {
+    let args = Array(open.tokens.dropFirst().dropLast())
+    guard let nameToken = args.first else {
+      error(open.head, "client is missing its name; expected client NAME {")
+      return
+    }
+    if args.count > 1 {
+      error(args[1], "too many arguments to client; expected client NAME {")
+    }
+    let name = nameToken.text
+    guard Self.validName(name) else {
+      error(nameToken, "invalid client name \"\(name)\"; expected letters, digits, -, _ and .")
+      return
+    }
+    if let first = clientInfos[name] {
+      error(
+        nameToken,
+        "duplicate client block \"\(name)\" (first on line \(first.nameToken.line)); expected each name once"
+      )
+      return
+    }
+    var info = ClientInfo(nameToken: nameToken)
+    var spec = ClientSpec(name: name, line: open.line)
+    var seen: [String: Int] = [:]
+    // A line that failed to parse still counts as a way to identify: no second error for it.
+    var identifiedBy = false
+    for s in body {
+      let k = s.head.keyword
+      guard clientDirectives.contains(k) else {
+        unknown(s, in: .client)
+        continue
+      }
+      if k != "from" {
+        guard once(s, &seen, "per client") else { continue }
+      }
+      switch k {
+      case "password", "token":
+        identifiedBy = true
+        guard arity(s, 1, "\(k) SECRET (env:NAME, file:PATH or a value)") else { continue }
+        let ref = secret(s.tokens[1])
+        if k == "password" {
+          spec.password = ref
+        } else {
+          spec.token = ref
+          info.tokenToken = s.tokens[1]
+        }
+      case "from":
+        identifiedBy = true
+        guard s.tokens.count > 1 else {
+          error(
+            s.head,
+            "from is missing its addresses; expected from CIDR… (e.g. from 10.0.0.0/8 127.0.0.1 ::1/128)"
+          )
+          continue
+        }
+        for t in s.args {
+          do {
+            let block = try CIDR.parse(t.text)
+            if !spec.from.contains(block) { spec.from.append(block) }
+          } catch {
+            self.error(t, error.message)
+          }
+        }
+      case "max-concurrent":
+        guard arity(s, 1, "max-concurrent N (e.g. 8)") else { continue }
+        spec.maxConcurrent = count(s.tokens[1], "max-concurrent", example: "8")
+      default:
+        break
+      }
+    }
+    clientInfos[name] = info
+    if !identifiedBy {
+      error(
+        nameToken,
+        "client \"\(name)\" has no way to be identified; expected password SECRET, token SECRET or from CIDR… in its block"
+      )
+    }
+    config.clients.append(spec)
   }
 
   // MARK: Credentials
@@ -881,6 +1161,8 @@ private struct ParseSession {
 
   mutating func finish() {
     if config.listeners.isEmpty { config.listeners = [ProxyConfig.defaultListener] }
+    checkListeners()
+    checkClients()
     let defined = Set(credentialInfos.keys)
     var used = Set<String>()
 
@@ -949,7 +1231,7 @@ private struct ParseSession {
       if route.upstream == .http && route.auth.typeName != "none" && !route.deny,
         let t = info.authToken,
         !route.patterns.allSatisfy({ p in
-          if case .exact(let h) = p.host { return IPAddress.isLoopback(h) }
+          if case .exact(let h) = p.host { return IPText.isLoopback(h) }
           return false
         })
       {
@@ -960,6 +1242,33 @@ private struct ParseSession {
       }
       if route.deny && route.auth.typeName != "none", let t = info.authToken {
         warn(t, "route #\(number) denies every request, so its auth is never used")
+      }
+      for t in info.allowTokens where clientInfos[t.text] == nil {
+        error(t, "undefined client \"\(t.text)\"; expected a client \(t.text) { … } block")
+      }
+      if let t = info.tunnelToken {
+        if route.deny {
+          warn(t, "route #\(number) denies every request, so its tunnel is never used")
+        } else if !info.authFailed && route.auth != .none {
+          error(
+            t,
+            "tunnel cannot be combined with auth \(route.auth.typeName): a CONNECT tunnel carries the caller's own end-to-end TLS, which the proxy cannot add a credential to; expected auth none on a tunnel route (give the tunnel a route of its own)"
+          )
+        }
+        let withPath = route.patterns.filter { $0.pathPrefix != nil }
+        if !route.patterns.isEmpty && withPath.count == route.patterns.count {
+          error(
+            t,
+            "tunnel on route #\(number) never applies: CONNECT has no path and every pattern of the route has a path prefix; expected a pattern HOST[:PORT] without a path"
+          )
+        } else {
+          for p in withPath {
+            warn(
+              t,
+              "tunnel on route #\(number) does not apply to \(p): CONNECT has no path, so only patterns without a path prefix match a tunnel"
+            )
+          }
+        }
       }
       if !route.patterns.isEmpty {
         var by: [Int] = []
@@ -989,6 +1298,61 @@ private struct ParseSession {
         ConfigDiagnostic(
           file: file, line: 1, column: 1,
           message: "no routes: every request will be refused (credproxy is deny-by-default)"))
+    }
+  }
+
+  /// A listener anyone can reach must not be an open proxy, and should not take passwords in
+  /// clear.
+  mutating func checkListeners() {
+    for (addr, t) in zip(config.listeners, listenTokens) where !addr.isLoopback {
+      if !config.requiresClientAuthentication {
+        error(
+          t,
+          "listening on \(addr) without client authentication would make an open credential-injecting proxy; add a client block with password or token, or listen on 127.0.0.1"
+        )
+      } else if addr.tls == nil {
+        warn(
+          t,
+          "listening on \(addr) without tls: passwords would cross the network in clear; add `tls CERT KEY` to the listen line"
+        )
+      }
+    }
+    if let admin = config.admin, let t = adminToken {
+      if admin.address.port != 0,
+        config.listeners.contains(where: { l in
+          // A wildcard address (0.0.0.0, ::) takes the port on every address.
+          let wildcard: Set<String> = ["0.0.0.0", "::"]
+          return l.port == admin.address.port
+            && (l.host == admin.address.host || wildcard.contains(l.host)
+              || wildcard.contains(admin.address.host))
+        })
+      {
+        error(
+          t,
+          "admin address \(admin.address) is also a listen address; expected a port of its own for admin"
+        )
+      } else if !admin.address.isLoopback {
+        warn(
+          t,
+          "admin on \(admin.address) is plain http: its token would cross the network in clear; prefer a loopback address"
+        )
+      }
+    }
+  }
+
+  /// Two clients must not share a token: the token is all that tells them apart.
+  mutating func checkClients() {
+    var tokens: [SecretRef: String] = [:]
+    for c in config.clients {
+      guard let token = c.token else { continue }
+      if let other = tokens[token], let t = clientInfos[c.name]?.tokenToken {
+        error(
+          t,
+          "client \"\(c.name)\" has the same token as client \"\(other)\" (\(token)); expected a token of its own for each client"
+        )
+      } else {
+        tokens[token] = c.name
+      }
     }
   }
 

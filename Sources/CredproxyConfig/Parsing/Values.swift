@@ -99,7 +99,7 @@ enum Values {
     throws(BadValue) -> (String, Bool)
   {
     if bracketed {
-      guard let v6 = IPAddress.canonicalIPv6(raw) else {
+      guard let v6 = IPText.canonicalIPv6(raw) else {
         throw BadValue("invalid IPv6 address \"[\(raw)]\"; expected e.g. [::1]")
       }
       return (v6, true)
@@ -110,14 +110,14 @@ enum Values {
       throw BadValue("IPv6 address \"\(raw)\" needs brackets; expected e.g. [\(raw)]")
     }
     if looksNumeric(h) {
-      if lenientIPv4 && IPAddress.ipv4Canonical(h.utf8) == nil && IPAddress.ipv4Lenient(h) != nil {
+      if lenientIPv4 && IPText.ipv4Canonical(h.utf8) == nil && IPText.ipv4Lenient(h.utf8) != nil {
         return (String(h), false)
       }
-      guard let v4 = IPAddress.ipv4Canonical(h.utf8) else {
+      guard let v4 = IPText.ipv4Canonical(h.utf8) else {
         throw BadValue(
           "\"\(raw)\" is not a valid IPv4 address; expected four decimal numbers like 10.0.0.1")
       }
-      return (IPAddress.formatIPv4(v4), false)
+      return (IPText.formatIPv4(v4), false)
     }
     try checkHostName(h)
     return (String(h), false)
@@ -180,7 +180,7 @@ enum Values {
     if rest.hasPrefix("[") {
       guard let close = rest.firstIndex(of: "]") else { throw bad("missing ]") }
       let inner = rest[rest.index(after: rest.startIndex)..<close]
-      guard let v6 = IPAddress.canonicalIPv6(inner) else {
+      guard let v6 = IPText.canonicalIPv6(inner) else {
         throw bad("\"[\(inner)]\" is not an IPv6 address")
       }
       host = .exact(v6)

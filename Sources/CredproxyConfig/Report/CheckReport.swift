@@ -20,6 +20,29 @@ extension ProxyConfig {
         )
       }
     }
+    for client in clients {
+      for (what, ref) in [("password", client.password), ("token", client.token)] {
+        if let ref, let problem = ref.problem(environment: environment) {
+          add(
+            client.line,
+            "client \"\(client.name)\": \(what) \(problem); the client cannot identify with its \(what) until it is available"
+          )
+        }
+      }
+    }
+    if let admin, let token = admin.token, let problem = token.problem(environment: environment) {
+      add(
+        admin.line,
+        "admin token \(problem); the admin listener refuses every request until it is available")
+    }
+    for (i, l) in listeners.enumerated() {
+      guard let tls = l.tls else { continue }
+      let line = i < listenLines.count ? listenLines[i] : 0
+      for file in [tls.certFile, tls.keyFile]
+      where !FileManager.default.isReadableFile(atPath: file) {
+        add(line, "listen \(l) tls: \(file) cannot be read")
+      }
+    }
     for spec in credentials {
       switch spec.source {
       case .keyFile(let p), .refreshToken(let p):
@@ -46,7 +69,12 @@ public enum CheckReport {
     var lines: [String] = []
     lines.append("\(config.sourcePath): configuration is valid")
     lines.append("")
-    lines.append("listen: " + config.listeners.map(\.description).joined(separator: ", "))
+    lines.append(
+      "listen: "
+        + config.listeners.map { l in
+          guard let tls = l.tls else { return l.description }
+          return "\(l) (tls \(Format.word(tls.certFile)) \(Format.word(tls.keyFile)))"
+        }.joined(separator: ", "))
     lines.append(
       "ca-file: " + (config.caFile.map(Format.word) ?? "none (system trust store, SSL_CERT_FILE)"))
     lines.append(
@@ -61,6 +89,37 @@ public enum CheckReport {
     }
     lines.append("access-log: \(log)")
     lines.append("log-format: \(config.logFormat == .json ? "json" : "text")")
+    let audit: String
+    switch config.auditLog {
+    case .stderr: audit = "stderr"
+    case .off: audit = "off"
+    case .file(let p): audit = Format.word(p)
+    }
+    lines.append("audit-log: \(audit)")
+    lines.append(
+      "log-queries: \(config.logQueries ? "on (secret-looking parameters redacted)" : "off")")
+    lines.append("mode: \(config.mode.rawValue)")
+    if let admin = config.admin {
+      let token = admin.token.map { "token \($0)" } ?? "no token, loopback only"
+      lines.append("admin: \(admin.address) (\(token))")
+    } else {
+      lines.append("admin: off")
+    }
+    lines.append("shutdown-timeout: \(Format.duration(config.shutdownTimeoutMs))")
+    lines.append("")
+
+    if config.clients.isEmpty {
+      lines.append("clients: none (every caller is anonymous)")
+    } else {
+      lines.append("clients (a caller that matches none is refused with 407):")
+      var rows = [["name", "identified by", "max-concurrent", "line"]]
+      for c in config.clients {
+        rows.append([
+          c.name, c.identificationSummary, c.maxConcurrent.map(String.init) ?? "-", "\(c.line)",
+        ])
+      }
+      lines += Format.table(rows)
+    }
     lines.append("")
 
     if config.routes.isEmpty {
@@ -88,6 +147,22 @@ public enum CheckReport {
         ])
       }
       lines += Format.table(rows)
+      lines.append("")
+      lines.append("route policy:")
+      var policy = [["#", "clients", "rate", "max-concurrent", "tunnel", "allow-private", "mode"]]
+      let everyone = config.clients.isEmpty ? "anyone" : "every client"
+      for (i, r) in config.routes.enumerated() {
+        policy.append([
+          "\(i + 1)",
+          r.allow.map { $0.joined(separator: ",") } ?? everyone,
+          r.rate?.description ?? "-",
+          r.maxConcurrent.map(String.init) ?? "-",
+          r.tunnel ? "tunnel" : "-",
+          r.allowPrivate ? "allow-private" : "-",
+          config.effectiveMode(r).rawValue,
+        ])
+      }
+      lines += Format.table(policy)
     }
 
     var specs = config.credentials
@@ -121,8 +196,10 @@ public enum CheckReport {
     lines.append("")
     let r = config.routes.count
     let c = config.credentials.count
+    let k = config.clients.count
+    let clients = k == 0 ? "" : ", \(k) client\(k == 1 ? "" : "s")"
     lines.append(
-      "\(r) route\(r == 1 ? "" : "s"), \(c) credentials block\(c == 1 ? "" : "s"), \(warnings.count) warning\(warnings.count == 1 ? "" : "s")"
+      "\(r) route\(r == 1 ? "" : "s"), \(c) credentials block\(c == 1 ? "" : "s")\(clients), \(warnings.count) warning\(warnings.count == 1 ? "" : "s")"
     )
     return lines.joined(separator: "\n") + "\n"
   }

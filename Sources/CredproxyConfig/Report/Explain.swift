@@ -1,8 +1,12 @@
 /// The text `credproxy explain URL` prints: which route a request would take, where it would go,
 /// and what credential would be added; or why it would be refused. Never prints a secret value.
+///
+/// With `client`, the answer is for that client (its route allow list checked); without, for
+/// any caller. `method` `CONNECT` explains a tunnel to the URL's host and port.
 public enum Explain {
   public static func render(
-    config: ProxyConfig, url: String, method: String, environment: [String: String]
+    config: ProxyConfig, url: String, method: String, environment: [String: String],
+    client: String? = nil
   ) -> (text: String, allowed: Bool) {
     let method = method.uppercased()
     let parts: URLParts
@@ -21,9 +25,44 @@ public enum Explain {
     let portText = parts.port.map { "port \($0)" } ?? "no explicit port"
     lines.append("  host \(shownHost), \(portText), path \(parts.pathAndQuery)")
 
+    // Who is asking: a defined client, or (no clients defined) an anonymous caller.
+    var checkedClient: String?? = nil
+    if let client {
+      if config.clients.isEmpty {
+        lines.append(
+          "  client \(Format.word(client)): no clients are defined, so every caller is anonymous")
+        checkedClient = .some(nil)
+      } else if config.client(named: client) == nil {
+        lines.append(
+          "client \(Format.word(client)) is not defined (no client \(client) { … } block)")
+        lines.append("refused: 407 proxy_auth_required")
+        lines.append("  a caller that matches no client block is rejected")
+        return (lines.joined(separator: "\n") + "\n", false)
+      } else {
+        checkedClient = .some(client)
+      }
+    }
+
     let router = Router(routes: config.routes)
-    let decision = router.decide(
-      method: method, host: parts.host, explicitPort: parts.port, path: parts.pathAndQuery)
+    let tunnel = method == "CONNECT"
+    let tunnelPort = parts.port ?? (parts.scheme == "https" ? 443 : 80)
+    if tunnel {
+      lines.append("  CONNECT tunnel to port \(tunnelPort) (only patterns without a path match)")
+    }
+    let decision: RoutingDecision
+    switch (tunnel, checkedClient) {
+    case (true, .some(let c)):
+      decision = router.decideTunnel(host: parts.host, port: tunnelPort, client: c)
+    case (true, .none):
+      decision = router.decideTunnel(host: parts.host, port: tunnelPort)
+    case (false, .some(let c)):
+      decision = router.decide(
+        method: method, host: parts.host, explicitPort: parts.port, path: parts.pathAndQuery,
+        client: c)
+    case (false, .none):
+      decision = router.decide(
+        method: method, host: parts.host, explicitPort: parts.port, path: parts.pathAndQuery)
+    }
     func routeLine(_ m: RouteMatch) -> String {
       "route #\(m.number) \(m.route.name) (\(config.sourcePath):\(m.route.line))"
     }
@@ -31,18 +70,42 @@ public enum Explain {
     switch decision {
     case .refuse(let status, let code, let reason, let match):
       lines.append(match.map(routeLine) ?? "no route matches")
+      if code == "client_not_allowed", let route = match?.route,
+        config.effectiveMode(route) == .report
+      {
+        lines.append("allowed: mode report (enforce would refuse: \(status) \(code))")
+        lines.append("  \(reason)")
+        lines.append(contentsOf: policyLines(config, route))
+        return (lines.joined(separator: "\n") + "\n", true)
+      }
       lines.append("refused: \(status) \(code)")
       lines.append("  \(reason)")
       if code == "method_not_allowed", let methods = match?.route.methods {
         lines.append("  Allow: \(methods.sorted().joined(separator: ", "))")
       }
+      if let route = match?.route, code == "client_not_allowed" || code == "tunnel_denied" {
+        lines.append(contentsOf: policyLines(config, route))
+      }
       return (lines.joined(separator: "\n") + "\n", false)
+
+    case .forward(let match) where tunnel:
+      lines.append(routeLine(match))
+      lines.append("allowed: tunnel")
+      let target = parts.isIPv6 ? "[\(parts.host)]:\(tunnelPort)" : "\(parts.host):\(tunnelPort)"
+      lines.append("  dials: \(match.route.connectTo?.description ?? target)")
+      lines.append("  auth: none (a tunnel carries the caller's own TLS; no credential is added)")
+      lines.append(contentsOf: policyLines(config, match.route))
+      if let client { lines.append("  client \(Format.word(client)): allowed") }
+      return (lines.joined(separator: "\n") + "\n", true)
 
     case .forward(let match):
       let route = match.route
       let port = route.effectivePort(explicitPort: parts.port)
       lines.append(routeLine(match))
       lines.append("allowed: forwarded")
+      if let client, !config.clients.isEmpty {
+        lines.append("  client \(Format.word(client)): allowed")
+      }
       let upstreamURL = route.upstreamURL(
         host: parts.host, explicitPort: parts.port, pathAndQuery: parts.pathAndQuery)
       let portNote =
@@ -59,6 +122,7 @@ public enum Explain {
       lines.append(
         "  limits: connect-timeout \(Format.duration(connect)), request-timeout \(Format.duration(request)), max-body \(Format.size(body))"
       )
+      lines.append(contentsOf: policyLines(config, route))
       let header = route.injectedHeaderName ?? "Authorization"
       switch route.auth {
       case .none:
@@ -86,6 +150,24 @@ public enum Explain {
       }
       return (lines.joined(separator: "\n") + "\n", true)
     }
+  }
+
+  /// Who may use the route and how often.
+  private static func policyLines(_ config: ProxyConfig, _ route: Route) -> [String] {
+    var out: [String] = []
+    if let allow = route.allow {
+      out.append("  clients: \(allow.joined(separator: ", ")) (allow list)")
+    } else if config.clients.isEmpty {
+      out.append("  clients: anyone (no clients are defined)")
+    } else {
+      out.append("  clients: every client")
+    }
+    out.append("  rate: \(route.rate.map { "\($0) per client" } ?? "unlimited")")
+    if let n = route.maxConcurrent { out.append("  max-concurrent: \(n) per client") }
+    out.append("  mode: \(config.effectiveMode(route).rawValue)")
+    if route.allowPrivate { out.append("  allow-private: private addresses may be dialled") }
+    if route.tunnel { out.append("  tunnel: CONNECT to this route's host and port is allowed") }
+    return out
   }
 
   private static func availability(_ s: SecretRef, _ env: [String: String]) -> String {

@@ -32,6 +32,9 @@ public struct Router: Sendable {
     self.routes = routes.enumerated().map { CompiledRoute($0.element, index: $0.offset) }
   }
 
+  /// The route for a request, without looking at who sent it (allow lists are not checked;
+  /// use `decide(method:host:explicitPort:path:client:)` for that). Allocation-free when the
+  /// request is forwarded.
   /// - Parameters:
   ///   - host: the request's host, lowercased (a trailing dot and upper case are tolerated);
   ///     IPv6 with or without brackets.
@@ -40,6 +43,48 @@ public struct Router: Sendable {
   public func decide(method: String, host: String, explicitPort: Int?, path: String)
     -> RoutingDecision
   {
+    decide(method: method, host: host, explicitPort: explicitPort, path: path, check: .skip)
+  }
+
+  /// `decide`, then the route's allow list: a client the route does not allow gets 403
+  /// `client_not_allowed` (checked after `deny`, before `methods`). `client` nil is an
+  /// anonymous caller (no clients are defined), which only routes without `allow` take.
+  /// In report mode the caller may let a `client_not_allowed` refusal through: the decision
+  /// carries the route.
+  public func decide(
+    method: String, host: String, explicitPort: Int?, path: String, client: String?
+  ) -> RoutingDecision {
+    decide(
+      method: method, host: host, explicitPort: explicitPort, path: path, check: .client(client))
+  }
+
+  /// `decide` for a parsed request authority (`Authority.host` is already lowercase, IPv6
+  /// without brackets).
+  public func decide(method: String, authority: Authority, path: String) -> RoutingDecision {
+    decide(method: method, host: authority.host, explicitPort: authority.port, path: path)
+  }
+
+  /// A CONNECT to `host:port`. Patterns are matched by host and port only; a pattern with a
+  /// path prefix never matches a tunnel. The first route that matches decides: a `deny` route
+  /// refuses with 403 `denied`, a route without `tunnel` with 403 `tunnel_denied`; no match is
+  /// 403 `tunnel_denied` too (deny by default). Allow lists are not checked.
+  public func decideTunnel(host: String, port: Int) -> RoutingDecision {
+    decideTunnel(host: host, port: port, check: .skip)
+  }
+
+  /// `decideTunnel`, then the route's allow list (403 `client_not_allowed`; nil: anonymous).
+  public func decideTunnel(host: String, port: Int, client: String?) -> RoutingDecision {
+    decideTunnel(host: host, port: port, check: .client(client))
+  }
+
+  private enum ClientCheck {
+    case skip
+    case client(String?)
+  }
+
+  private func decide(
+    method: String, host: String, explicitPort: Int?, path: String, check: ClientCheck
+  ) -> RoutingDecision {
     let key = HostKey(host)
     // The path part (no query or fragment), normalised only when it could change.
     let raw = path.utf8.prefix(while: { $0 != 0x3F && $0 != 0x23 })
@@ -66,6 +111,9 @@ public struct Router: Sendable {
       if r.route.deny {
         return .refuse(status: 403, code: "denied", reason: r.denyReason, route: match)
       }
+      if case .client(let client) = check, !r.route.allows(client: client) {
+        return r.clientRefusal(client, match)
+      }
       if let methods = r.route.methods, !methods.contains(method) {
         return .refuse(
           status: 405, code: "method_not_allowed",
@@ -79,10 +127,34 @@ public struct Router: Sendable {
       route: nil)
   }
 
-  /// `decide` for a parsed request authority (`Authority.host` is already lowercase, IPv6
-  /// without brackets).
-  public func decide(method: String, authority: Authority, path: String) -> RoutingDecision {
-    decide(method: method, host: authority.host, explicitPort: authority.port, path: path)
+  private func decideTunnel(host: String, port: Int, check: ClientCheck) -> RoutingDecision {
+    let key = HostKey(host)
+    for r in routes {
+      let hit = r.patterns.contains { p in
+        p.path == nil && (p.port == nil || p.port == port) && p.host.matches(key)
+      }
+      guard hit else { continue }
+      let match = RouteMatch(route: r.route, index: r.index)
+      if r.route.deny {
+        return .refuse(status: 403, code: "denied", reason: r.denyReason, route: match)
+      }
+      if case .client(let client) = check, !r.route.allows(client: client) {
+        return r.clientRefusal(client, match)
+      }
+      guard r.route.tunnel else {
+        return .refuse(
+          status: 403, code: "tunnel_denied",
+          reason:
+            "CONNECT to \(Self.quoted(key.authority(port))) is not allowed: \(r.label) has no tunnel",
+          route: match)
+      }
+      return .forward(match)
+    }
+    return .refuse(
+      status: 403, code: "tunnel_denied",
+      reason:
+        "no route allows a tunnel to \(Self.quoted(key.authority(port))): credproxy is deny-by-default",
+      route: nil)
   }
 
   /// A host or method from a request, quoted and stripped of anything unprintable.
@@ -108,6 +180,7 @@ private struct CompiledRoute: Sendable {
   let index: Int
   let defaultPort: Int
   let patterns: [CompiledPattern]
+  let label: String
   let denyReason: String
   let methodReason: String
 
@@ -117,9 +190,18 @@ private struct CompiledRoute: Sendable {
     self.defaultPort = route.upstream.defaultPort
     self.patterns = route.patterns.map(CompiledPattern.init)
     let label = "route #\(index + 1) \(route.name) (line \(route.line))"
+    self.label = label
     self.denyReason = "denied by \(label)"
     let allowed = (route.methods ?? []).sorted().joined(separator: ", ")
     self.methodReason = "is not allowed by \(label); allowed: \(allowed)"
+  }
+
+  /// 403 `client_not_allowed`. The reason does not list the clients that are allowed.
+  func clientRefusal(_ client: String?, _ match: RouteMatch) -> RoutingDecision {
+    let who = client.map { "client \(Router.quoted($0)) is" } ?? "anonymous callers are"
+    return .refuse(
+      status: 403, code: "client_not_allowed", reason: "\(who) not allowed by \(label)",
+      route: match)
   }
 }
 
@@ -163,10 +245,12 @@ private struct CompiledPattern: Sendable {
     case .suffix(let s):
       host = .suffix(Array(("." + s).utf8))
     case .exact(let h):
-      if let v4 = IPAddress.ipv4Canonical(h.utf8) {
+      if let v4 = IPText.ipv4Canonical(h.utf8) {
         host = .ipv4(v4)
-      } else if let v6 = IPAddress.ipv6(h) {
-        host = .ipv6(v6.0, v6.1)
+      } else if let v6 = IPText.ipv6(h) {
+        host =
+          v6.0 == 0 && v6.1 >> 32 == 0xFFFF
+          ? .ipv4(UInt32(truncatingIfNeeded: v6.1)) : .ipv6(v6.0, v6.1)
       } else {
         host = .name(Array(h.utf8))
       }
@@ -209,12 +293,23 @@ private struct HostKey {
     if h.utf8.first == 0x5B && h.utf8.last == 0x5D { h = h.dropFirst().dropLast() }
     display = host
     name = h.utf8
-    if let first = h.utf8.first, first >= 0x30 && first <= 0x39, let v4 = IPAddress.ipv4Lenient(h) {
+    if let first = h.utf8.first, first >= 0x30 && first <= 0x39,
+      let v4 = IPText.ipv4Lenient(h.utf8)
+    {
       kind = .ipv4(v4)
-    } else if h.utf8.contains(0x3A), let v6 = IPAddress.ipv6(h) {
-      kind = .ipv6(v6.0, v6.1)
+    } else if h.utf8.contains(0x3A), let v6 = IPText.ipv6(h) {
+      // An IPv4-mapped address reaches the IPv4 host: route it as that host.
+      kind =
+        v6.0 == 0 && v6.1 >> 32 == 0xFFFF
+        ? .ipv4(UInt32(truncatingIfNeeded: v6.1)) : .ipv6(v6.0, v6.1)
     } else {
       kind = .name
     }
+  }
+
+  /// `host:port` for messages, IPv6 in brackets.
+  func authority(_ port: Int) -> String {
+    let h = String(Substring(name))
+    return h.contains(":") ? "[\(h)]:\(port)" : "\(h):\(port)"
   }
 }

@@ -1,0 +1,288 @@
+/// What the policy did with a request.
+public enum AuditDecision: String, Sendable, Equatable {
+  case allow
+  case deny
+  /// The policy would have refused it, and report mode let it through.
+  case report
+}
+
+/// One audit-log entry: a request, who sent it, what the policy decided and how it ended.
+public struct AuditRecord: Sendable, Equatable {
+  /// Seconds since the Unix epoch.
+  public var time: Double
+  /// The client's name; nil for an anonymous or unidentified caller.
+  public var client: String?
+  /// The caller's address (`IP` or `IP:PORT`).
+  public var source: String
+  public var method: String
+  /// `http`, `https`, or `connect` for a tunnel.
+  public var scheme: String
+  public var host: String
+  public var port: Int?
+  /// The path, without the query.
+  public var path: String
+  /// The query string without `?`; written only when `log-queries on`, and redacted.
+  public var query: String?
+  /// The route's number (1-based, as `check` prints it); nil when none matched.
+  public var route: Int?
+  public var decision: AuditDecision
+  /// Why a request was denied (or would have been): an error code or one line.
+  public var reason: String?
+  /// The credential used: a credentials block name or a secret's source (`env:NAME`).
+  public var credential: String?
+  /// A short fingerprint of the injected token (never the token).
+  public var tokenFingerprint: String?
+  public var status: Int
+  public var bytesIn: UInt64
+  public var bytesOut: UInt64
+  public var durationMs: Double
+
+  public init(
+    time: Double, client: String? = nil, source: String, method: String, scheme: String,
+    host: String, port: Int? = nil, path: String, query: String? = nil, route: Int? = nil,
+    decision: AuditDecision, reason: String? = nil, credential: String? = nil,
+    tokenFingerprint: String? = nil, status: Int, bytesIn: UInt64 = 0, bytesOut: UInt64 = 0,
+    durationMs: Double = 0
+  ) {
+    self.time = time
+    self.client = client
+    self.source = source
+    self.method = method
+    self.scheme = scheme
+    self.host = host
+    self.port = port
+    self.path = path
+    self.query = query
+    self.route = route
+    self.decision = decision
+    self.reason = reason
+    self.credential = credential
+    self.tokenFingerprint = tokenFingerprint
+    self.status = status
+    self.bytesIn = bytesIn
+    self.bytesOut = bytesOut
+    self.durationMs = durationMs
+  }
+
+  /// Splits a request target into path and query (no `?`; a fragment is dropped).
+  public static func splitTarget(_ pathAndQuery: String) -> (path: String, query: String?) {
+    var target = Substring(pathAndQuery)
+    if let hash = target.firstIndex(of: "#") { target = target[..<hash] }
+    guard let q = target.firstIndex(of: "?") else { return (String(target), nil) }
+    return (String(target[..<q]), String(target[target.index(after: q)...]))
+  }
+}
+
+/// Audit records as JSON lines. Fields in a fixed order: time, client, source, method, scheme,
+/// host, port, path, [query], route, decision, reason, credential, token_fingerprint, status,
+/// bytes_in, bytes_out, duration_ms. Absent values are `null`; `query` is left out unless
+/// `logQueries`.
+public struct AuditFormatter: Sendable {
+  public var logQueries: Bool
+
+  public init(logQueries: Bool = false) { self.logQueries = logQueries }
+
+  /// One JSON object, without a trailing newline.
+  public func jsonLine(_ r: AuditRecord) -> String {
+    var out = "{"
+    out.reserveCapacity(320)
+    func key(_ k: String) {
+      if out.utf8.count > 1 { out += "," }
+      out += "\""
+      out += k
+      out += "\":"
+    }
+    func string(_ k: String, _ v: String?) {
+      key(k)
+      if let v { JSON.appendString(v, to: &out) } else { out += "null" }
+    }
+    func int<I: BinaryInteger>(_ k: String, _ v: I?) {
+      key(k)
+      out += v.map { String($0) } ?? "null"
+    }
+    string("time", Timestamp.iso8601(r.time))
+    string("client", r.client)
+    string("source", r.source)
+    string("method", r.method)
+    string("scheme", r.scheme)
+    string("host", r.host)
+    int("port", r.port)
+    string("path", r.path)
+    if logQueries {
+      string("query", r.query.map(QueryRedactor.redact))
+    }
+    int("route", r.route)
+    string("decision", r.decision.rawValue)
+    string("reason", r.reason)
+    string("credential", r.credential)
+    string("token_fingerprint", r.tokenFingerprint)
+    int("status", r.status)
+    int("bytes_in", r.bytesIn)
+    int("bytes_out", r.bytesOut)
+    key("duration_ms")
+    out += JSON.number(r.durationMs)
+    out += "}"
+    return out
+  }
+}
+
+/// Replaces the values of secret-looking query parameters with `REDACTED`.
+///
+/// A parameter is secret-looking when its name (percent-decoded, case-insensitive) is one of
+/// token, key, secret, password, passwd, sig, signature, access_token, api_key, apikey,
+/// client_secret, refresh_token, id_token, code, auth, credential(s), or ends in `_token`,
+/// `_key`, `_secret`, `_password`, `_signature` (or the same with `-`), e.g. `X-Amz-Signature`,
+/// `X-Amz-Security-Token`.
+public enum QueryRedactor {
+  static let names: Set<String> = [
+    "token", "key", "secret", "password", "passwd", "sig", "signature", "access_token",
+    "api_key", "apikey", "client_secret", "refresh_token", "id_token", "code", "auth",
+    "credential", "credentials",
+  ]
+  static let suffixes = ["token", "key", "secret", "password", "signature"]
+
+  public static func isSecretParameter<S: StringProtocol>(_ name: S) -> Bool {
+    let n = percentDecoded(name).lowercased()
+    if names.contains(n) { return true }
+    for s in suffixes where n.hasSuffix("_" + s) || n.hasSuffix("-" + s) { return true }
+    return false
+  }
+
+  /// `a=1&token=abc&b` → `a=1&token=REDACTED&b`. Separators `&` and `;` are kept.
+  public static func redact(_ query: String) -> String {
+    var out = ""
+    out.reserveCapacity(query.utf8.count)
+    var start = query.startIndex
+    var i = query.startIndex
+    func flush(_ end: String.Index) {
+      let part = query[start..<end]
+      if let eq = part.firstIndex(of: "="), isSecretParameter(part[..<eq]) {
+        out += part[...eq]
+        out += "REDACTED"
+      } else {
+        out += part
+      }
+    }
+    while i < query.endIndex {
+      let c = query[i]
+      if c == "&" || c == ";" {
+        flush(i)
+        out.append(c)
+        start = query.index(after: i)
+      }
+      i = query.index(after: i)
+    }
+    flush(query.endIndex)
+    return out
+  }
+
+  static func percentDecoded<S: StringProtocol>(_ s: S) -> String {
+    guard s.utf8.contains(0x25) || s.utf8.contains(0x2B) else { return String(s) }
+    var bytes: [UInt8] = []
+    var it = Array(s.utf8)[...]
+    while let b = it.popFirst() {
+      if b == 0x2B {
+        bytes.append(0x20)
+      } else if b == 0x25, it.count >= 2, let h = hex(it[it.startIndex]),
+        let l = hex(it[it.startIndex + 1])
+      {
+        bytes.append(h << 4 | l)
+        it = it.dropFirst(2)
+      } else {
+        bytes.append(b)
+      }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  static func hex(_ b: UInt8) -> UInt8? {
+    switch b {
+    case 0x30...0x39: return b - 0x30
+    case 0x61...0x66: return b - 0x61 + 10
+    case 0x41...0x46: return b - 0x41 + 10
+    default: return nil
+    }
+  }
+}
+
+enum JSON {
+  /// A JSON string literal: `"`, `\` and control characters escaped (`\n`, `\u0001`), and
+  /// U+2028/U+2029 too, so a line is safe to embed in JavaScript.
+  static func appendString(_ s: String, to out: inout String) {
+    out += "\""
+    for u in s.unicodeScalars {
+      switch u {
+      case "\"": out += "\\\""
+      case "\\": out += "\\\\"
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      case "\u{08}": out += "\\b"
+      case "\u{0C}": out += "\\f"
+      default:
+        if u.value < 0x20 || u.value == 0x7F || u.value == 0x2028 || u.value == 0x2029 {
+          let hex = String(u.value, radix: 16)
+          out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        } else {
+          out.unicodeScalars.append(u)
+        }
+      }
+    }
+    out += "\""
+  }
+
+  static func string(_ s: String) -> String {
+    var out = ""
+    appendString(s, to: &out)
+    return out
+  }
+
+  /// A finite number with at most three decimals (`41`, `41.5`, `0.125`); null otherwise.
+  static func number(_ d: Double) -> String {
+    guard d.isFinite else { return "null" }
+    let thousandths = (d * 1000).rounded()
+    guard abs(thousandths) < 9e15 else { return String(Int64(d.rounded())) }
+    let t = Int64(thousandths)
+    let sign = t < 0 ? "-" : ""
+    let a = abs(t)
+    var frac = String(a % 1000)
+    if a % 1000 == 0 { return "\(sign)\(a / 1000)" }
+    frac = String(repeating: "0", count: 3 - frac.count) + frac
+    while frac.hasSuffix("0") { frac.removeLast() }
+    return "\(sign)\(a / 1000).\(frac)"
+  }
+}
+
+/// UTC timestamps without Foundation's formatters (which are slow and not cheap to share).
+public enum Timestamp {
+  /// `2026-11-26T14:00:00.123Z` for seconds since the epoch.
+  public static func iso8601(_ seconds: Double) -> String {
+    guard seconds.isFinite, abs(seconds) < 1e12 else { return "1970-01-01T00:00:00.000Z" }
+    let totalMs = Int64((seconds * 1000).rounded())
+    var days = totalMs / 86_400_000
+    var ms = totalMs % 86_400_000
+    if ms < 0 {
+      ms += 86_400_000
+      days -= 1
+    }
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468
+    let era = (z >= 0 ? z : z - 146_096) / 146_097
+    let doe = z - era * 146_097
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    let mp = (5 * doy + 2) / 153
+    let d = doy - (153 * mp + 2) / 5 + 1
+    let m = mp < 10 ? mp + 3 : mp - 9
+    let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+    func pad(_ v: Int64, _ n: Int) -> String {
+      let s = String(v)
+      return s.count >= n ? s : String(repeating: "0", count: n - s.count) + s
+    }
+    let h = ms / 3_600_000
+    let mi = ms / 60_000 % 60
+    let s = ms / 1000 % 60
+    return
+      "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(h, 2)):\(pad(mi, 2)):\(pad(s, 2)).\(pad(ms % 1000, 3))Z"
+  }
+}

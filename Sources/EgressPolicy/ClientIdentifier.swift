@@ -1,0 +1,226 @@
+import CredproxyConfig
+import Foundation
+
+/// Who sent a request.
+public enum Identification: Sendable, Equatable {
+  /// A defined client, by name.
+  case client(String)
+  /// No clients are defined: every caller is anonymous, and routes without `allow` take it.
+  case anonymous
+  /// Clients are defined and the caller proved to be none of them. Answer 407 with
+  /// `Proxy-Authenticate: Basic realm="credproxy"` (`ClientIdentifier.challenge`). The reason is
+  /// one line, safe to show the caller and to log (never a secret).
+  case rejected(String)
+
+  /// The client's name; nil when anonymous or rejected.
+  public var clientName: String? {
+    if case .client(let n) = self { return n }
+    return nil
+  }
+}
+
+/// Identifies callers from the config's `client` blocks. Immutable after construction; safe to
+/// share between threads.
+///
+/// Order: a `Proxy-Authorization` header decides when present: `Basic base64(NAME:PASSWORD)`
+/// (NAME must be a client's name) or `Bearer TOKEN` (a client's token); bad credentials are
+/// rejected even if the address would match a `from`. Without the header, the client whose
+/// `from` block contains the peer address (the longest prefix; the first in the file on a tie).
+/// Secrets are compared in constant time.
+public struct ClientIdentifier: Sendable {
+  /// The value of `Proxy-Authenticate` on a 407.
+  public static let challenge = "Basic realm=\"credproxy\""
+
+  private struct Entry: Sendable {
+    var name: String
+    var password: [UInt8]?
+    var token: [UInt8]?
+    var from: [CIDR]
+  }
+
+  private let entries: [Entry]
+  private let byName: [String: Int]
+  /// Secrets that could not be read, or tokens two clients share: that way of identifying the
+  /// client is disabled. Names sources, never values.
+  public let problems: [String]
+
+  /// Resolves the clients' secrets now (`SecretRef.resolve`).
+  public init(
+    clients: [ClientSpec], environment: [String: String] = ProcessInfo.processInfo.environment
+  ) {
+    var entries: [Entry] = []
+    var problems: [String] = []
+    for c in clients {
+      var e = Entry(name: c.name, password: nil, token: nil, from: c.from)
+      if let ref = c.password {
+        do { e.password = Array(try ref.resolve(environment: environment).utf8) } catch {
+          problems.append(
+            "client \"\(c.name)\": password \(error.message); Basic authentication as \(c.name) is refused"
+          )
+        }
+      }
+      if let ref = c.token {
+        do { e.token = Array(try ref.resolve(environment: environment).utf8) } catch {
+          problems.append(
+            "client \"\(c.name)\": token \(error.message); Bearer authentication as \(c.name) is refused"
+          )
+        }
+      }
+      entries.append(e)
+    }
+    // A token shared by two clients cannot tell them apart: disable it for both.
+    for i in entries.indices {
+      guard let t = entries[i].token else { continue }
+      for j in entries.indices where j > i {
+        if let u = entries[j].token, u == t {
+          problems.append(
+            "clients \"\(entries[i].name)\" and \"\(entries[j].name)\" have the same token; Bearer authentication with it is refused"
+          )
+          entries[j].token = nil
+          entries[i].token = nil
+        }
+      }
+    }
+    var byName: [String: Int] = [:]
+    for (i, e) in entries.enumerated() where byName[e.name] == nil { byName[e.name] = i }
+    self.entries = entries
+    self.byName = byName
+    self.problems = problems
+  }
+
+  public init(
+    config: ProxyConfig, environment: [String: String] = ProcessInfo.processInfo.environment
+  ) {
+    self.init(clients: config.clients, environment: environment)
+  }
+
+  /// False when no clients are defined (everyone is anonymous).
+  public var clientsDefined: Bool { !entries.isEmpty }
+
+  /// - Parameters:
+  ///   - proxyAuthorization: the `Proxy-Authorization` header value, if the request had one.
+  ///   - peer: the address the connection comes from.
+  public func identify(proxyAuthorization: String?, peer: IPAddress) -> Identification {
+    guard !entries.isEmpty else { return .anonymous }
+    if let header = proxyAuthorization {
+      return identify(header: header)
+    }
+    var best: (index: Int, length: Int)?
+    for (i, e) in entries.enumerated() {
+      for block in e.from where block.contains(peer) {
+        if best == nil || block.prefixLength > best!.length { best = (i, block.prefixLength) }
+      }
+    }
+    if let best { return .client(entries[best.index].name) }
+    return .rejected(
+      "proxy authentication required: no Proxy-Authorization, and no client is identified by address \(peer.unmapped)"
+    )
+  }
+
+  private func identify(header: String) -> Identification {
+    let trimmed = header.trimmingCharacters(in: CharacterSet(charactersIn: " \t"))
+    let space = trimmed.firstIndex(where: { $0 == " " || $0 == "\t" }) ?? trimmed.endIndex
+    let scheme = trimmed[..<space].lowercased()
+    let credentials = trimmed[space...].trimmingCharacters(in: CharacterSet(charactersIn: " \t"))
+    switch scheme {
+    case "basic":
+      guard let decoded = Base64.decode(credentials.utf8),
+        let colon = decoded.firstIndex(of: 0x3A)
+      else {
+        return .rejected("malformed Basic Proxy-Authorization; expected base64 of NAME:PASSWORD")
+      }
+      let user = decoded[..<colon]
+      let password = Array(decoded[(colon + 1)...])
+      let name = String(decoding: user, as: UTF8.self)
+      let entry = byName[name].map { entries[$0] }
+      // Compare even when there is nothing to compare with, so that an unknown name takes as
+      // long as a wrong password.
+      let stored = entry?.password
+      let ok = Self.constantTimeEqual(stored ?? password, password) && stored != nil
+      if ok, let entry, Array(entry.name.utf8) == Array(user) { return .client(entry.name) }
+      return .rejected("Basic proxy credentials for \(Self.quoted(name)) not accepted")
+    case "bearer":
+      let token = Array(credentials.utf8)
+      guard !token.isEmpty else {
+        return .rejected("malformed Bearer Proxy-Authorization; expected Bearer TOKEN")
+      }
+      var match: Int?
+      for (i, e) in entries.enumerated() {
+        // No early exit: every token is compared.
+        if let t = e.token, Self.constantTimeEqual(t, token) { match = i }
+      }
+      if let match { return .client(entries[match].name) }
+      return .rejected("Bearer proxy token not accepted")
+    default:
+      return .rejected(
+        "unsupported Proxy-Authorization scheme \(Self.quoted(String(trimmed[..<space]))); expected Basic or Bearer"
+      )
+    }
+  }
+
+  /// Equal bytes, in time that depends only on `secret`'s length.
+  static func constantTimeEqual(_ secret: [UInt8], _ candidate: [UInt8]) -> Bool {
+    var diff: UInt8 = secret.count == candidate.count ? 0 : 1
+    let n = candidate.count
+    for i in 0..<secret.count {
+      let c: UInt8 = n == 0 ? 0 : candidate[i % n]
+      diff |= secret[i] ^ c
+    }
+    return diff == 0 && !secret.isEmpty
+  }
+
+  static func quoted(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars.prefix(64) {
+      if u == "\"" || u == "\\" {
+        out += "\\" + String(u)
+      } else if u.value < 0x20 || u.value == 0x7F {
+        out += "?"
+      } else {
+        out.unicodeScalars.append(u)
+      }
+    }
+    return out + "\""
+  }
+}
+
+/// RFC 4648 base64 (standard alphabet); padding optional, nothing else tolerated.
+enum Base64 {
+  static func decode<C: Collection>(_ text: C) -> [UInt8]? where C.Element == UInt8 {
+    var out: [UInt8] = []
+    out.reserveCapacity(text.count * 3 / 4)
+    var acc: UInt32 = 0
+    var bits = 0
+    var padding = 0
+    var count = 0
+    for c in text {
+      count += 1
+      if c == 0x3D {
+        padding += 1
+        continue
+      }
+      if padding > 0 { return nil }
+      let v: UInt32
+      switch c {
+      case 0x41...0x5A: v = UInt32(c - 0x41)
+      case 0x61...0x7A: v = UInt32(c - 0x61 + 26)
+      case 0x30...0x39: v = UInt32(c - 0x30 + 52)
+      case 0x2B: v = 62
+      case 0x2F: v = 63
+      default: return nil
+      }
+      acc = acc << 6 | v
+      bits += 6
+      if bits >= 8 {
+        bits -= 8
+        out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+      }
+    }
+    let data = count - padding
+    if padding > 2 || data % 4 == 1 { return nil }
+    if padding > 0 && count % 4 != 0 { return nil }
+    // Leftover bits must be zero (canonical encoding).
+    if bits > 0 && acc & ((1 << UInt32(bits)) - 1) != 0 { return nil }
+    return out
+  }
+}
