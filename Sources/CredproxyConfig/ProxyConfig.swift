@@ -422,17 +422,21 @@ public struct CredentialSpec: Sendable, Equatable {
   public var iamEndpoint: String?
   /// `refresh-window D`: refresh in the background this long before the token expires.
   public var refreshWindowMs: Int
+  /// The block says `refresh-window`: honour it as written. The default is also capped at a
+  /// quarter of a short token lifetime.
+  public var refreshWindowSet: Bool
   /// Where the block starts; 0 for the implicit `default`.
   public var line: Int
 
   public init(
     name: String, source: CredentialSource, iamEndpoint: String? = nil,
-    refreshWindowMs: Int = CredentialSpec.defaultRefreshWindowMs, line: Int
+    refreshWindowMs: Int? = nil, line: Int
   ) {
     self.name = name
     self.source = source
     self.iamEndpoint = iamEndpoint
-    self.refreshWindowMs = refreshWindowMs
+    self.refreshWindowMs = refreshWindowMs ?? CredentialSpec.defaultRefreshWindowMs
+    self.refreshWindowSet = refreshWindowMs != nil
     self.line = line
   }
 }

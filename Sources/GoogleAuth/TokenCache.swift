@@ -145,7 +145,8 @@ public final class TokenCache: Sendable {
   }
 
   /// Records the outcome of the mint started for `key`. A token is stored (its refresh window is
-  /// `min(refreshWindow ?? defaultRefreshWindow, lifetime / 4)`) and the backoff reset; a failure
+  /// `min(defaultRefreshWindow, lifetime / 4)`, or `refreshWindow` as given when the operator set
+  /// one, never more than the lifetime) and the backoff reset; a failure
   /// keeps any still-valid token and backs off `initialBackoff × 2^(n-1)`, capped at `maxBackoff`.
   public func complete(
     _ key: TokenKey, result: Result<MintedToken, TokenEndpointError>, now: Double,
@@ -155,7 +156,8 @@ public final class TokenCache: Sendable {
     case .success(let token):
       let print = fingerprint(token.value)
       let lifetime = max(0, token.expiresAt - now)
-      let window = min(refreshWindow ?? defaultRefreshWindow, lifetime / 4)
+      let window =
+        refreshWindow.map { min($0, lifetime) } ?? min(defaultRefreshWindow, lifetime / 4)
       let waiters = entries.withLock { entries in
         var entry = entries[key] ?? Entry()
         entry.token = token

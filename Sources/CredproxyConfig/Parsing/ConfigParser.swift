@@ -976,7 +976,7 @@ private struct ParseSession {
     var source: CredentialSource?
     var sourceFailed = false
     var iam: String?
-    var window = CredentialSpec.defaultRefreshWindowMs
+    var window: Int? = nil
     var seen: [String: Int] = [:]
     for s in body {
       let k = s.head.keyword

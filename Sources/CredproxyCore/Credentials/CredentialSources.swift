@@ -22,11 +22,12 @@ indirect enum MintingSource: Sendable {
 final class MintingCredential: Sendable {
   let name: String
   let source: MintingSource
-  let refreshWindowSeconds: Double
+  /// nil: the default (5 min, or a quarter of a short lifetime).
+  let refreshWindowSeconds: Double?
   /// For ADC: the search that led here, to explain a failure.
   let origin: String
 
-  init(name: String, source: MintingSource, refreshWindowSeconds: Double, origin: String) {
+  init(name: String, source: MintingSource, refreshWindowSeconds: Double?, origin: String) {
     self.name = name
     self.source = source
     self.refreshWindowSeconds = refreshWindowSeconds
@@ -45,7 +46,7 @@ final class MintingCredential: Sendable {
     func build(_ name: String, depth: Int) -> MintingCredential {
       if let done = built[name] { return done }
       let spec = config.credential(named: name)
-      let window = Double(spec?.refreshWindowMs ?? CredentialSpec.defaultRefreshWindowMs) / 1000
+      let window = spec.flatMap { $0.refreshWindowSet ? Double($0.refreshWindowMs) / 1000 : nil }
       let made: MintingCredential
       if let spec, depth < 8 {
         let (source, origin) = resolve(spec, environment: environment) {
@@ -140,20 +141,37 @@ final class MintingCredential: Sendable {
     }
   }
 
+  /// Credentials (assertions, refresh tokens, bearer tokens) only travel over HTTPS, except to a
+  /// loopback emulator. Returns why `url` is refused, or nil.
+  static func insecureEndpoint(_ url: String, _ field: String) -> String? {
+    let lower = url.lowercased()
+    if lower.hasPrefix("https://") { return nil }
+    if lower.hasPrefix("http://"), let target = TargetURL(url), isLoopback(target.host) {
+      return nil
+    }
+    return
+      "\(field) \(url) must be an https:// URL (plain http only to loopback): credentials would cross the network in clear"
+  }
+
   private static func fromParsed(_ file: CredentialFile, name: String, iamEndpoint: String) throws
     -> MintingSource
   {
     switch file {
     case .serviceAccount(let key):
+      if let problem = insecureEndpoint(key.tokenURI, "token_uri") { return .unavailable(problem) }
       return .serviceAccount(try ServiceAccountSigner(key))
     case .authorizedUser(let user):
+      if let problem = insecureEndpoint(user.tokenURI, "token_uri") { return .unavailable(problem) }
       return .authorizedUser(user)
     case .impersonatedServiceAccount(let imp):
+      if let problem = insecureEndpoint(imp.impersonationURL, "service_account_impersonation_url") {
+        return .unavailable(problem)
+      }
       let inner = MintingCredential(
         name: "\(name) (source)",
         source: try fromParsed(
           imp.sourceCredentials, name: "\(name) (source)", iamEndpoint: iamEndpoint),
-        refreshWindowSeconds: Double(CredentialSpec.defaultRefreshWindowMs) / 1000, origin: "")
+        refreshWindowSeconds: nil, origin: "")
       return .impersonate(
         target: imp.targetEmail, delegates: imp.delegates,
         iamEndpoint: imp.iamEndpoint ?? iamEndpoint, source: inner)

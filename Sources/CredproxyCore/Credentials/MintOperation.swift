@@ -127,7 +127,7 @@ final class MintOperation {
         impersonate(target, delegates, endpoint, token.value, now: now, done)
       case .waiting:
         break
-      case .failed(let message):
+      case .failed(let message), .unavailable(let message):
         done(.failure(.local(message)))
       }
     }

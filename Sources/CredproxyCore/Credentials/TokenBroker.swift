@@ -43,6 +43,8 @@ final class TokenBroker: Sendable {
     /// The waiter will be called once the mint in flight finishes.
     case waiting
     case failed(String)
+    /// The credential cannot mint at all (unreadable key file, no ADC found).
+    case unavailable(String)
   }
 
   let cache = TokenCache()
@@ -59,7 +61,7 @@ final class TokenBroker: Sendable {
     -> Acquired
   {
     if case .unavailable(let why) = request.credential.source {
-      return .failed("\(request.credentialLabel): \(why)")
+      return .unavailable("\(request.credentialLabel): \(why)")
     }
     switch cache.lookup(request.key, now: Self.now(), waiter: waiter) {
     case .fresh(let token):

@@ -60,7 +60,7 @@ public enum TokenProbe {
         waiter(.success(token))
       case .waiting:
         break
-      case .failed(let message):
+      case .failed(let message), .unavailable(let message):
         waiter(.failure(MintFailure(message: message, endpointError: nil, retryAfter: 0)))
       }
       loop.run()

@@ -86,15 +86,52 @@ final class EventLoop: @unchecked Sendable {
     if fd >= 0 && Int(fd) < handlers.count { handlers[Int(fd)] = nil }
   }
 
-  /// Arms the curl timer: `ms` < 0 disarms, 0 fires as soon as possible.
+  /// curl asked for a timeout "now": handled at the end of the current batch, no syscall.
+  private var curlTimeoutDue = false
+  /// When curl wants its next timeout (monotonic ms); nil when it wants none.
+  private var curlDeadlineMs: Int64?
+  /// When the timerfd will fire; nil when disarmed. Re-armed only to fire *earlier*: curl changes
+  /// its timeout several times per request, and a timerfd_settime each time was the most
+  /// frequent syscall in the profile. An early fire is re-armed to the real deadline.
+  private var timerArmedMs: Int64?
+
+  /// CURLMOPT_TIMERFUNCTION: `ms` < 0 means no timeout, 0 means as soon as possible.
   func armCurlTimer(ms: Int) {
-    var spec = itimerspec()
-    if ms >= 0 {
-      let ns = ms == 0 ? 1_000 : ms * 1_000_000
-      spec.it_value = timespec(tv_sec: ns / 1_000_000_000, tv_nsec: ns % 1_000_000_000)
+    if ms < 0 {
+      curlDeadlineMs = nil
+      return
     }
-    timerfd_settime(curlTimerFD, 0, &spec, nil)
+    if ms == 0 {
+      curlDeadlineMs = nil
+      curlTimeoutDue = true
+      return
+    }
+    let deadline = EventLoop.nowMs() + Int64(ms)
+    curlDeadlineMs = deadline
+    if timerArmedMs == nil || deadline < timerArmedMs! { setTimer(deadline) }
   }
+
+  private func setTimer(_ deadlineMs: Int64) {
+    let ms = max(1, deadlineMs - EventLoop.nowMs())
+    var spec = itimerspec()
+    spec.it_value = timespec(tv_sec: Int(ms / 1000), tv_nsec: Int(ms % 1000) * 1_000_000)
+    timerfd_settime(curlTimerFD, 0, &spec, nil)
+    timerArmedMs = deadlineMs
+  }
+
+  private func curlTimerFired() {
+    timerArmedMs = nil
+    guard let deadline = curlDeadlineMs else { return }
+    if deadline <= EventLoop.nowMs() {
+      curlDeadlineMs = nil
+      onCurlTimer?()
+    } else {
+      setTimer(deadline)
+    }
+  }
+
+  /// Work that should happen once per batch of events (coalesced writes, "now" timeouts).
+  var onBatchEnd: (() -> Void)?
 
   // MARK: cross-thread
 
@@ -132,11 +169,20 @@ final class EventLoop: @unchecked Sendable {
           onTick?(EventLoop.nowMs())
         } else if fd == curlTimerFD {
           drain(curlTimerFD)
-          onCurlTimer?()
+          curlTimerFired()
         } else if Int(fd) < handlers.count, let handler = handlers[Int(fd)] {
           handler.handleEvents(fd: fd, events: mask)
         }
       }
+      // A timeout curl wants "now" may be asked for again while it runs: loop until quiet.
+      var rounds = 0
+      while curlTimeoutDue && rounds < 16 {
+        curlTimeoutDue = false
+        onCurlTimer?()
+        rounds += 1
+      }
+      onBatchEnd?()
+      if curlTimeoutDue { setTimer(EventLoop.nowMs()) }
     }
   }
 

@@ -3,26 +3,49 @@ import HTTP1
 /// Which header fields cross the proxy. Hop-by-hop fields describe one connection, not the message
 /// (RFC 9110 §7.6.1), so they stop here in both directions; framing fields are re-made by whoever
 /// frames the next hop (curl upstream, us towards the client).
+///
+/// Names are compared ASCII-case-insensitively on their bytes: this runs for every header of
+/// every request and response, and lowercasing Strings showed up in profiles.
 enum HeaderPolicy {
   /// Never forwarded upstream. Host is set by curl from the target URL.
-  static let requestDrop: Set<String> = [
+  static let requestDrop: [String] = [
     "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
     "upgrade", "transfer-encoding", "content-length", "host", "expect",
   ]
   /// Never forwarded to the client.
-  static let responseDrop: Set<String> = [
+  static let responseDrop: [String] = [
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
     "upgrade", "transfer-encoding",
   ]
 
-  /// Names listed in `Connection` (lowercased): hop-by-hop by declaration.
-  static func connectionTokens<S: Sequence>(_ headers: S) -> Set<String>
-  where S.Element == HeaderField {
-    var tokens: Set<String> = []
-    for h in headers where h.name.lowercased() == "connection" {
+  /// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII).
+  static func nameIs(_ name: String, _ lowercase: String) -> Bool {
+    var a = name
+    var b = lowercase
+    return a.withUTF8 { x in
+      b.withUTF8 { y in
+        guard x.count == y.count else { return false }
+        for i in 0..<x.count {
+          var c = x[i]
+          if c >= 0x41 && c <= 0x5A { c |= 0x20 }
+          if c != y[i] { return false }
+        }
+        return true
+      }
+    }
+  }
+
+  static func isListed(_ name: String, in list: [String]) -> Bool {
+    list.contains { nameIs(name, $0) }
+  }
+
+  /// Names listed in `Connection` (lowercased): hop-by-hop by declaration. Usually empty.
+  static func connectionTokens(_ headers: [HeaderField]) -> [String] {
+    var tokens: [String] = []
+    for h in headers where nameIs(h.name, "connection") {
       for t in h.value.split(separator: ",") {
         let token = t.trimmingCharacters(in: " \t").lowercased()
-        if !token.isEmpty { tokens.insert(token) }
+        if !token.isEmpty && token != "close" && token != "keep-alive" { tokens.append(token) }
       }
     }
     return tokens
@@ -36,9 +59,10 @@ enum HeaderPolicy {
     lines.reserveCapacity(headers.count + 2)
     var sawAccept = false
     for h in headers {
-      let lower = h.name.lowercased()
-      if requestDrop.contains(lower) || named.contains(lower) || lower == injected { continue }
-      if lower == "accept" { sawAccept = true }
+      if isListed(h.name, in: requestDrop) { continue }
+      if let injected, nameIs(h.name, injected) { continue }
+      if !named.isEmpty && isListed(h.name, in: named) { continue }
+      if !sawAccept && nameIs(h.name, "accept") { sawAccept = true }
       lines.append(curlLine(h.name, h.value))
     }
     // curl would add `Accept: */*` on its own; the caller sent none, so send none.
@@ -48,14 +72,13 @@ enum HeaderPolicy {
 
   /// curl reads `Name:` as "remove this header"; an empty value must be written `Name;`.
   static func curlLine(_ name: String, _ value: String) -> String {
-    value.isEmpty ? "\(name);" : "\(name): \(value)"
+    value.isEmpty ? name + ";" : name + ": " + value
   }
 
   static func clientHeaders(_ headers: [HeaderField]) -> [HeaderField] {
     let named = connectionTokens(headers)
     return headers.filter {
-      let lower = $0.name.lowercased()
-      return !responseDrop.contains(lower) && !named.contains(lower)
+      !isListed($0.name, in: responseDrop) && (named.isEmpty || !isListed($0.name, in: named))
     }
   }
 }

@@ -25,6 +25,22 @@ final class LoopContext {
     listeners = listenFDs.map { Listener(fd: $0.fd, tls: $0.tls, context: self) }
     for l in listeners { l.start() }
     loop.onTick = { [unowned self] now in self.tick(now) }
+    loop.onBatchEnd = { [unowned self] in self.flushPending() }
+  }
+
+  /// Connections with output to send once the current batch of events is handled, so a response
+  /// head and the body that follows it in the same batch leave in one write.
+  private var pendingFlush: [ProxyConnection] = []
+
+  func flushSoon(_ c: ProxyConnection) {
+    pendingFlush.append(c)
+  }
+
+  private func flushPending() {
+    guard !pendingFlush.isEmpty else { return }
+    let list = pendingFlush
+    pendingFlush.removeAll(keepingCapacity: true)
+    for c in list where !c.closed { c.flushNow() }
   }
 
   var connectionCount: Int { connections.count }

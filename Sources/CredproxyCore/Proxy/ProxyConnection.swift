@@ -274,6 +274,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       phase = .awaitingToken
     case .failed(let message):
       tokenFailed(forward, message)
+    case .unavailable(let message):
+      tokenFailed(forward, message, code: "credential_unavailable")
     }
   }
 
@@ -291,11 +293,13 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     if !closed { updateInterest() }
   }
 
-  private func tokenFailed(_ forward: Forward, _ message: String) {
+  private func tokenFailed(
+    _ forward: Forward, _ message: String, code: String = "token_unavailable"
+  ) {
     let head = forward.head
     exchange = nil
     respond(
-      ErrorResponse(status: 503, code: "token_unavailable", message: message),
+      ErrorResponse(status: 503, code: code, message: message),
       close: head.framing != .none || !head.keepAlive, log: forward.log)
     if !closed { process() }
   }
@@ -307,7 +311,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     let head = forward.head
     let route = forward.route
     var lines = HeaderPolicy.upstreamLines(
-      head.headers, replacing: credential?.name.lowercased())
+      head.headers, replacing: credential.map { $0.name.lowercased() })
     if let credential { lines.append(HeaderPolicy.curlLine(credential.name, credential.value)) }
     let bodyLength: Int64?
     switch head.framing {
@@ -403,7 +407,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     let bodyless = ex.head.method == "HEAD" || status == 204 || status == 304
     if bodyless {
       ex.framing = .none
-    } else if headers.contains(where: { $0.name.lowercased() == "content-length" }) {
+    } else if headers.contains(where: { HeaderPolicy.nameIs($0.name, "content-length") }) {
       ex.framing = .contentLength
     } else if ex.head.version == .http11 {
       out.append(HeaderField(name: "Transfer-Encoding", value: "chunked"))
@@ -415,13 +419,18 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     if !ex.keepAlive { out.append(HeaderField(name: "Connection", value: "close")) }
     output.append(serializeResponseHead(status: status, headers: out))
     ex.headSent = true
+    // Sent with the first body bytes if they come in this batch, else at its end.
+    context.flushSoon(self)
+  }
+
+  func flushNow() {
     flush()
   }
 
   private func shouldRetryWithFreshToken(_ ex: Exchange, _ headers: [HeaderField]) -> Bool {
     guard !ex.retriedWithFreshToken, ex.head.framing == .none else { return false }
     return headers.contains {
-      $0.name.lowercased() == "www-authenticate" && $0.value.contains("invalid_token")
+      HeaderPolicy.nameIs($0.name, "www-authenticate") && $0.value.contains("invalid_token")
     }
   }
 

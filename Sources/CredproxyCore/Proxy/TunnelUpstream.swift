@@ -60,7 +60,10 @@ final class TunnelUpstream: EventHandler {
       finishDial(f)
     case .success(var address):
       let family = Int32(address.ss_family)
-      fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      fd = socket(
+        family,
+        Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+        0)
       guard fd >= 0 else {
         finishDial(.connect("socket: \(String(cString: strerror(errno)))"))
         return
@@ -73,7 +76,8 @@ final class TunnelUpstream: EventHandler {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
       }
       if rc != 0 && errno != EINPROGRESS {
-        finishDial(.connect("connect to \(Socket.describe(address)): \(String(cString: strerror(errno)))"))
+        finishDial(
+          .connect("connect to \(Socket.describe(address)): \(String(cString: strerror(errno)))"))
         return
       }
       state = .connecting
@@ -104,7 +108,9 @@ final class TunnelUpstream: EventHandler {
       finishDial(nil)
     case .open:
       if events & EPOLLOUT.rawValue != 0 { writeBlocked = false }
-      if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue | EPOLLRDHUP.rawValue) != 0 {
+      if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue | EPOLLRDHUP.rawValue)
+        != 0
+      {
         onReadable?()
       } else if events & EPOLLOUT.rawValue != 0 {
         onReadable?()  // the connection pushes what it has pending
@@ -166,7 +172,8 @@ final class TunnelUpstream: EventHandler {
     onConnected = nil
   }
 
-  private static func resolve(host: String, port: Int) -> Result<[sockaddr_storage], TunnelFailure> {
+  private static func resolve(host: String, port: Int) -> Result<[sockaddr_storage], TunnelFailure>
+  {
     var hints = addrinfo()
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
     hints.ai_family = AF_UNSPEC
@@ -182,7 +189,8 @@ final class TunnelUpstream: EventHandler {
       if let addr = ai.pointee.ai_addr {
         var storage = sockaddr_storage()
         withUnsafeMutableBytes(of: &storage) { dst in
-          dst.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: Int(ai.pointee.ai_addrlen)))
+          dst.copyMemory(
+            from: UnsafeRawBufferPointer(start: addr, count: Int(ai.pointee.ai_addrlen)))
         }
         out.append(storage)
       }
