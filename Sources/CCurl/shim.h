@@ -28,6 +28,12 @@ static inline CURLcode cp_easy_getinfo_off(CURL *h, CURLINFO i, curl_off_t *v) {
   return curl_easy_getinfo(h, i, v);
 }
 
+typedef curl_socket_t (*cp_opensocket_callback)(void *, curlsocktype, struct curl_sockaddr *);
+static inline CURLcode cp_easy_setopt_opensocket_cb(CURL *h, cp_opensocket_callback cb) {
+  return curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, cb);
+}
+static const curl_socket_t CP_SOCKET_BAD = CURL_SOCKET_BAD;
+
 typedef int (*cp_socket_callback)(CURL *, curl_socket_t, int, void *, void *);
 typedef int (*cp_timer_callback)(CURLM *, long, void *);
 static inline CURLMcode cp_multi_setopt_long(CURLM *m, CURLMoption o, long v) {

@@ -1,6 +1,7 @@
 import CCurl
 import CSystem
 import CredproxyConfig
+import EgressPolicy
 import Foundation
 import Glibc
 
@@ -8,6 +9,7 @@ import Glibc
 public final class ProxyServer: @unchecked Sendable {
   private var runtime: ProxyRuntime
   let broker: TokenBroker
+  let denials = DenialLog()
   private var contexts: [LoopBound<LoopContext>] = []
   private let loopCount: Int
   private var loops: [EventLoop] = []
@@ -73,7 +75,8 @@ public final class ProxyServer: @unchecked Sendable {
       // Built here, before its thread starts; from then on only that thread touches it (reload
       // and drain reach it through `loop.execute`).
       let context = LoopBound(
-        LoopContext(loop: loop, runtime: runtime, broker: broker, listenFDs: perLoop[i]))
+        LoopContext(
+          loop: loop, runtime: runtime, broker: broker, denials: denials, listenFDs: perLoop[i]))
       contexts.append(context)
       finished.enter()
       let thread = Thread { [finished] in

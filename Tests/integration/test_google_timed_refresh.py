@@ -5,9 +5,8 @@ as written, so a token is served from its refresh window while ``exp - window <=
 with a lifetime of 45 s and ``refresh-window 40s`` the token enters its window 5 s after the mint
 and stops being served at 15 s.
 
-To keep the suite short, the scenario (its own emulators, upstream and proxy; see
-``google_support.RefreshScenario``) is started by the first Google test module of the run, and this
-module — named to sort last — only waits for what is left of the 5 s.
+The scenario (its own emulators, upstream and proxy; see ``google_support.RefreshScenario``) starts
+with this test.
 """
 
 from __future__ import annotations

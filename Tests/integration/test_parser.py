@@ -121,14 +121,15 @@ def test_malformed_request_rejected(px, upstream, token, vector):
     assert px.alive()
 
 
-def test_connect_is_refused_with_405(px, upstream, token):
+def test_connect_without_a_tunnel_route_is_refused(px, upstream, token):
+    """CONNECT passes only on a route that says `tunnel`; the standard routes do not."""
     before = upstream.connection_count
     with RawConnection(px.port) as c:
         c.send(f"CONNECT {upstream.authority} HTTP/1.1\r\nHost: {upstream.authority}\r\n\r\n".encode())
         resp = c.read_response()
-    assert resp.status == 405, resp
-    assert resp.header("X-Credproxy-Error"), resp
-    assert resp.body.strip(), "405 without a reason"
+    assert resp.status == 403, resp
+    assert resp.header("X-Credproxy-Error") == "tunnel_denied", resp
+    assert resp.body.strip(), "403 without a reason"
     assert upstream.connection_count == before, "CONNECT made the proxy dial the upstream"
 
 

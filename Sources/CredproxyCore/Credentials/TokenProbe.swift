@@ -1,4 +1,5 @@
 import CredproxyConfig
+import EgressPolicy
 import Foundation
 import GoogleAuth
 import Synchronization
@@ -50,7 +51,8 @@ public enum TokenProbe {
     let outcome = Mutex<Result<MintedToken, MintFailure>?>(nil)
     let done = DispatchSemaphore(value: 0)
     let thread = Thread {
-      let context = LoopContext(loop: loop, runtime: runtime, broker: broker, listenFDs: [])
+      let context = LoopContext(
+        loop: loop, runtime: runtime, broker: broker, denials: DenialLog(), listenFDs: [])
       let waiter: TokenWaiter = { result in
         outcome.withLock { $0 = result }
         done.signal()

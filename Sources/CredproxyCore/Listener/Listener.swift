@@ -1,4 +1,5 @@
 import CSystem
+import CredproxyConfig
 import Glibc
 
 /// Accepts connections on one listening socket and hands them to its loop.
@@ -42,7 +43,10 @@ final class Listener: EventHandler {
       }
       var one: Int32 = 1
       setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-      context.accept(client, address: Socket.describe(storage), tls: tls)
+      let peer =
+        withUnsafeBytes(of: &storage) { DialCheck.ipAddress($0.baseAddress!, length: $0.count) }
+        ?? IPAddress(ipv4: 0)
+      context.accept(client, address: Socket.describe(storage), peer: peer, tls: tls)
     }
   }
 }

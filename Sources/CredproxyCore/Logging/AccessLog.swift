@@ -1,4 +1,5 @@
 import CredproxyConfig
+import EgressPolicy
 import Glibc
 
 /// One finished request, as the access log records it. The query string is never kept: it can
@@ -65,6 +66,34 @@ final class AccessLog: Sendable {
     }
     line += "\n"
     Log.writeAll(fd, line)
+  }
+}
+
+/// The audit trail (`audit-log PATH`): one JSON line per decision, allowed, denied or reported.
+final class AuditLog: Sendable {
+  private let fd: Int32
+  private let formatter: AuditFormatter
+
+  init?(target: AccessLogTarget, logQueries: Bool) throws(SocketError) {
+    formatter = AuditFormatter(logQueries: logQueries)
+    switch target {
+    case .off:
+      return nil
+    case .stderr:
+      fd = 2
+    case .file(let path):
+      let f = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+      guard f >= 0 else { throw SocketError("cannot open audit log \(path)") }
+      fd = f
+    }
+  }
+
+  deinit {
+    if fd > 2 { close(fd) }
+  }
+
+  func write(_ record: AuditRecord) {
+    Log.writeAll(fd, formatter.jsonLine(record) + "\n")
   }
 }
 

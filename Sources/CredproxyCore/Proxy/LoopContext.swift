@@ -1,3 +1,5 @@
+import CredproxyConfig
+import EgressPolicy
 import Synchronization
 
 /// Everything one event loop thread owns: its epoll loop, its curl multi handle, its listeners and
@@ -9,18 +11,21 @@ final class LoopContext {
   var runtime: ProxyRuntime
   /// Shared by all loops; survives config reloads.
   let broker: TokenBroker
+  /// Recent denials for the status page; shared by all loops.
+  let denials: DenialLog
   private var listeners: [Listener] = []
   private var connections: [ObjectIdentifier: ProxyConnection] = [:]
   /// Delayed work (mint retries), checked on every tick: 250 ms resolution is plenty for backoff.
   private var timers: [(dueMs: Int64, work: () -> Void)] = []
 
   init(
-    loop: EventLoop, runtime: ProxyRuntime, broker: TokenBroker,
+    loop: EventLoop, runtime: ProxyRuntime, broker: TokenBroker, denials: DenialLog,
     listenFDs: [(fd: Int32, tls: TLSServerContext?)]
   ) {
     self.loop = loop
     self.runtime = runtime
     self.broker = broker
+    self.denials = denials
     multi = CurlMulti(loop: loop)
     listeners = listenFDs.map { Listener(fd: $0.fd, tls: $0.tls, context: self) }
     for l in listeners { l.start() }
@@ -58,8 +63,10 @@ final class LoopContext {
   /// Connections still open (the main thread waits for this to reach zero when draining).
   let openConnections = Mutex<Int>(0)
 
-  func accept(_ fd: Int32, address: String, tls: TLSServerContext?) {
-    let c = ProxyConnection(fd: fd, clientAddress: address, tls: tls, context: self)
+  func accept(_ fd: Int32, address: String, peer: IPAddress, tls: TLSServerContext?) {
+    let c = ProxyConnection(
+      fd: fd, clientAddress: address, peer: peer, tls: tls, context: self)
+    runtime.metrics.connectionOpened()
     connections[ObjectIdentifier(c)] = c
     openConnections.withLock { $0 = connections.count }
     c.start()
@@ -68,6 +75,7 @@ final class LoopContext {
 
   func connectionClosed(_ c: ProxyConnection) {
     connections.removeValue(forKey: ObjectIdentifier(c))
+    runtime.metrics.connectionClosed()
     openConnections.withLock { $0 = connections.count }
   }
 

@@ -1,5 +1,6 @@
 import CSystem
 import CredproxyConfig
+import EgressPolicy
 import Glibc
 import GoogleAuth
 import HTTP1
@@ -16,6 +17,10 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     case readingHead
     /// Routed; waiting for the broker to mint the route's token.
     case awaitingToken
+    /// CONNECT allowed; resolving and dialling the target.
+    case tunnelDialing
+    /// CONNECT established: bytes pass through untouched both ways.
+    case tunneling
     case exchanging
     /// An error response is on its way out; nothing more is read.
     case closing
@@ -45,9 +50,19 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   private let transport: ClientTransport
   private(set) var closed = false
   private var exchange: Exchange?
+  /// The caller's IP, for `from` client rules.
+  let peer: IPAddress
+  private var tunnel: TunnelUpstream?
+  private var tunnelLog: LogContext?
+  private var tunnelBytesUp: UInt64 = 0
+  private var tunnelBytesDown: UInt64 = 0
 
-  init(fd: Int32, clientAddress: String, tls: TLSServerContext?, context: LoopContext) {
+  init(
+    fd: Int32, clientAddress: String, peer: IPAddress, tls: TLSServerContext?,
+    context: LoopContext
+  ) {
     self.fd = fd
+    self.peer = peer
     transport = ClientTransport(fd: fd, tls: tls)
     self.clientAddress = clientAddress
     self.context = context
@@ -107,7 +122,11 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         if n < Self.readChunk && !transport.isTLS { return }
       case .closed:
         // A client that closes mid-exchange aborts its own transfer; between requests it just leaves.
-        if phase == .exchanging || phase == .readingHead || phase == .awaitingToken {
+        if phase == .tunneling {
+          endTunnel(clientClosed: true)
+        } else if phase == .exchanging || phase == .readingHead || phase == .awaitingToken
+          || phase == .tunnelDialing
+        {
           abort(reason: "client_closed")
         } else {
           close()
@@ -150,7 +169,10 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       case .exchanging:
         resumeUploadIfWaiting()
         return
-      case .awaitingToken, .closing:
+      case .tunneling:
+        pumpTunnelUp()
+        return
+      case .awaitingToken, .closing, .tunnelDialing:
         return
       }
     }
@@ -173,87 +195,283 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   private func begin(_ head: RequestHead) {
     let runtime = context.runtime
-    let now = EventLoop.nowMs()
     let hasBody = head.framing != .none
-    var record = LogContext(head: head, host: head.authority?.description ?? "-", startedMs: now)
+    let keepOpen = !hasBody && head.keepAlive
+    var record = LogContext(head: head, startedMs: EventLoop.nowMs())
+
+    // Who is calling: Proxy-Authorization (Basic or Bearer) or the source address.
+    let proxyAuth = head.headers.first { HeaderPolicy.nameIs($0.name, "proxy-authorization") }
+    switch runtime.clients.identify(proxyAuthorization: proxyAuth?.value, peer: peer) {
+    case .rejected(let why):
+      record.deny("proxy_auth_required")
+      respond(
+        ErrorResponse(status: 407, code: "proxy_auth_required", message: why),
+        close: !keepOpen, log: record,
+        extraHeaders: [HeaderField(name: "Proxy-Authenticate", value: ClientIdentifier.challenge)])
+      return
+    case .client(let name):
+      record.client = name
+    case .anonymous:
+      break
+    }
 
     if head.method == "CONNECT" {
-      respond(
-        ErrorResponse(
-          status: 405, code: "connect_not_supported",
-          message: "CONNECT tunnels are not enabled on this proxy; send plain http:// requests"
-            + " (HTTP_PROXY) and credproxy forwards them over HTTPS"),
-        close: true, log: record)
+      beginTunnel(head, record: record, runtime: runtime)
       return
     }
     guard let authority = head.authority else {
+      record.deny("bad_request")
       respond(
         ErrorResponse(status: 400, code: "bad_request", message: "request has no Host"),
         close: true, log: record)
       return
     }
     let path = head.pathAndQuery
+    let prepared: PreparedRoute
     switch runtime.router.decide(
-      method: head.method, host: authority.host, explicitPort: authority.port, path: path)
+      method: head.method, host: authority.host, explicitPort: authority.port, path: path,
+      client: record.client)
     {
     case .refuse(let status, let code, let reason, let match):
-      record.route = match.map { "#\($0.index + 1)" } ?? "-"
-      respond(
-        ErrorResponse(status: status, code: code, message: reason),
-        close: hasBody || !head.keepAlive, log: record)
-    case .forward(let match):
-      let prepared = runtime.routes[match.index]
-      let route = prepared.route
-      record.route = "#\(match.index + 1)"
-      let maxBody = route.maxBody ?? runtime.config.maxBody
-      if case .contentLength(let n) = head.framing, n > maxBody {
+      record.routeNumber = match?.number
+      let mode = match.map { runtime.config.effectiveMode($0.route) } ?? runtime.config.mode
+      guard mode == .report else {
+        record.deny(code)
         respond(
-          ErrorResponse(
-            status: 413, code: "body_too_large",
-            message: "request body of \(n) bytes exceeds the limit of \(maxBody) bytes"),
-          close: true, log: record)
+          ErrorResponse(status: status, code: code, message: reason), close: !keepOpen, log: record)
         return
       }
-      let port = route.effectivePort(explicitPort: authority.port)
-      let hostForURL = authority.isIPv6 ? "[\(authority.host)]" : authority.host
-      let forward = Forward(
-        head: head, route: route, log: record,
-        origin: "\(route.upstream.rawValue)://\(hostForURL):\(port)",
-        pathAndQuery: path.isEmpty ? "/" : path, maxBody: maxBody, runtime: runtime)
-      switch prepared.auth {
-      case .none:
-        startTransfer(forward, credential: nil)
-      case .header(let name, let value):
-        startTransfer(forward, credential: (name, value))
-      case .unavailable(let why):
+      // Report mode: log what would be denied and let it through (on the matched route, or with
+      // no credential at all when nothing matched).
+      record.report(code)
+      prepared = match.map { runtime.routes[$0.index] } ?? runtime.reportPassthrough
+    case .forward(let match):
+      record.routeNumber = match.number
+      prepared = runtime.routes[match.index]
+    }
+    let route = prepared.route
+    let enforcing = runtime.config.effectiveMode(route) == .enforce
+    let routeIndex = record.routeNumber.map { $0 - 1 }
+
+    if let routeIndex, let limit = route.rate,
+      case .limited(let retryAfter) = runtime.rateLimiter.take(
+        client: record.client, route: routeIndex, limit: limit, now: TokenBroker.now())
+    {
+      if enforcing {
+        record.deny("rate_limited")
         respond(
           ErrorResponse(
-            status: 503, code: "credential_unavailable",
-            message: "route \(record.route) (\(route.name)) has no credential: \(why)"),
-          close: hasBody || !head.keepAlive, log: record)
-      case .minted(let credential, let kind, let header):
-        // Tokens go only to HTTPS upstreams; plain http is allowed to loopback (emulators, tests).
-        if route.upstream == .http && !isLoopback(authority.host) {
+            status: 429, code: "rate_limited",
+            message: "route \(record.route) allows \(limit) per client; retry in \(retryAfter) s"),
+          close: !keepOpen, log: record,
+          extraHeaders: [HeaderField(name: "Retry-After", value: String(retryAfter))])
+        return
+      }
+      record.report("rate_limited")
+    }
+    var slot: ConcurrencySlot? = nil
+    if let routeIndex {
+      switch runtime.concurrency.tryAcquire(client: record.client, route: routeIndex) {
+      case .acquired:
+        slot = ConcurrencySlot(runtime.concurrency, client: record.client, route: routeIndex)
+      case .clientLimit(let n), .routeLimit(let n):
+        if enforcing {
+          record.deny("too_many_concurrent")
           respond(
             ErrorResponse(
-              status: 403, code: "insecure_upstream",
+              status: 503, code: "too_many_concurrent",
               message:
-                "route \(record.route) would send a token over plain http to \(authority.host)"),
-            close: hasBody || !head.keepAlive, log: record)
+                "\(record.client.map { "client \"\($0)\"" } ?? "this client") already has \(n) requests in flight"
+            ),
+            close: !keepOpen, log: record)
           return
         }
-        let request: TokenRequest
-        switch kind {
-        case .oauth2(let scopes):
-          request = TokenRequest(credential: credential, scopes: scopes)
-        case .oidc(let audience):
-          request = TokenRequest(
-            credential: credential,
-            audience: audience.resolve(
-              upstream: route.upstream, host: authority.host, port: port, pathAndQuery: path))
-        }
-        acquireToken(forward, request: request, header: header)
+        record.report("too_many_concurrent")
       }
+    }
+
+    let maxBody = route.maxBody ?? runtime.config.maxBody
+    if case .contentLength(let n) = head.framing, n > maxBody {
+      record.deny("body_too_large")
+      respond(
+        ErrorResponse(
+          status: 413, code: "body_too_large",
+          message: "request body of \(n) bytes exceeds the limit of \(maxBody) bytes"),
+        close: true, log: record)
+      return
+    }
+    let port = route.effectivePort(explicitPort: authority.port)
+    let hostForURL = authority.isIPv6 ? "[\(authority.host)]" : authority.host
+    record.scheme = route.upstream.rawValue
+    let dial = DialCheck(
+      policy: runtime.ssrf, route: route, target: HostNormalizer.normalize(authority.host),
+      report: !enforcing)
+    var forward = Forward(
+      head: head, route: route, log: record,
+      origin: "\(route.upstream.rawValue)://\(hostForURL):\(port)",
+      pathAndQuery: path.isEmpty ? "/" : path, maxBody: maxBody, runtime: runtime, dial: dial,
+      slot: slot)
+    switch prepared.auth {
+    case .none:
+      startTransfer(forward, credential: nil)
+    case .header(let name, let value):
+      forward.log.credential = route.auth.secret?.description
+      startTransfer(forward, credential: (name, value))
+    case .unavailable(let why):
+      record.deny("credential_unavailable")
+      respond(
+        ErrorResponse(
+          status: 503, code: "credential_unavailable",
+          message: "route \(record.route) (\(route.name)) has no credential: \(why)"),
+        close: !keepOpen, log: record)
+    case .minted(let credential, let kind, let header):
+      // Tokens go only to HTTPS upstreams; plain http is allowed to loopback (emulators, tests).
+      if route.upstream == .http && !isLoopback(authority.host) {
+        record.deny("insecure_upstream")
+        respond(
+          ErrorResponse(
+            status: 403, code: "insecure_upstream",
+            message:
+              "route \(record.route) would send a token over plain http to \(authority.host)"),
+          close: !keepOpen, log: record)
+        return
+      }
+      forward.log.credential = credential.name
+      let request: TokenRequest
+      switch kind {
+      case .oauth2(let scopes):
+        request = TokenRequest(credential: credential, scopes: scopes)
+      case .oidc(let audience):
+        request = TokenRequest(
+          credential: credential,
+          audience: audience.resolve(
+            upstream: route.upstream, host: authority.host, port: port, pathAndQuery: path))
+      }
+      acquireToken(forward, request: request, header: header)
+    }
+  }
+
+  // MARK: CONNECT tunnels
+
+  /// CONNECT host:port: allowed only on a route with `tunnel`; the bytes that follow are the
+  /// client's TLS, passed through untouched (nothing is injected). The target is resolved and
+  /// vetted (SSRF rules) before a byte is relayed.
+  private func beginTunnel(_ head: RequestHead, record start: LogContext, runtime: ProxyRuntime) {
+    var record = start
+    record.scheme = "connect"
+    guard case .authority(let target) = head.target, let port = target.port else {
+      record.deny("bad_request")
+      respond(
+        ErrorResponse(status: 400, code: "bad_request", message: "CONNECT needs host:port"),
+        close: true, log: record)
+      return
+    }
+    let route: Route
+    switch runtime.router.decideTunnel(host: target.host, port: port, client: record.client) {
+    case .refuse(let status, let code, let reason, let match):
+      record.routeNumber = match?.number
+      if let match, runtime.config.effectiveMode(match.route) == .report {
+        record.report(code)
+        route = match.route
+      } else {
+        record.deny(code)
+        respond(
+          ErrorResponse(status: status, code: code, message: reason), close: true, log: record)
+        return
+      }
+    case .forward(let match):
+      record.routeNumber = match.number
+      route = match.route
+    }
+    let dialHost = route.connectTo?.host ?? target.host
+    let dialPort = route.connectTo?.port ?? port
+    let check = DialCheck(
+      policy: runtime.ssrf, route: route, target: HostNormalizer.normalize(target.host),
+      report: runtime.config.effectiveMode(route) == .report)
+    let upstream = TunnelUpstream(loop: context.loop)
+    tunnel = upstream
+    tunnelLog = record
+    phase = .tunnelDialing
+    upstream.onConnected = { [unowned self] failure in
+      guard !closed, phase == .tunnelDialing else { return }
+      if let failure {
+        tunnel = nil
+        var log = record
+        if failure.status == 403 { log.deny(failure.code) }
+        respond(
+          ErrorResponse(status: failure.status, code: failure.code, message: failure.message),
+          close: true, log: log)
+        return
+      }
+      phase = .tunneling
+      context.runtime.metrics.tunnelOpened()
+      output.append("HTTP/1.1 200 Connection established\r\n\r\n")
+      upstream.onReadable = { [unowned self] in pumpTunnelDown() }
+      lastActivityMs = EventLoop.nowMs()
+      flush()
+      if !closed { pumpTunnelUp() }
+    }
+    upstream.dial(
+      host: dialHost, port: dialPort,
+      timeoutMs: route.connectTimeoutMs ?? runtime.config.connectTimeoutMs
+    ) { storage in
+      var copy = storage
+      let ip = withUnsafeBytes(of: &copy) { raw in
+        DialCheck.ipAddress(raw.baseAddress!, length: raw.count)
+      }
+      guard let ip else { return false }
+      return check.refusal(ip) == nil || check.report
+    }
+  }
+
+  /// Client → upstream: what the client sent goes out as is.
+  private func pumpTunnelUp() {
+    guard let tunnel, phase == .tunneling else { return }
+    let before = input.count
+    if !tunnel.write(from: input) {
+      endTunnel(clientClosed: false)
+      return
+    }
+    tunnelBytesUp += UInt64(before - input.count)
+    tunnel.updateInterest(clientHasRoom: output.count < Self.outputHighWater)
+  }
+
+  /// Upstream → client, as far as the client keeps up.
+  private func pumpTunnelDown() {
+    guard let tunnel, phase == .tunneling, !closed else { return }
+    if tunnel.hasPendingWrite || !input.isEmpty { pumpTunnelUp() }
+    let open = tunnel.readAvailable(limit: Self.outputHighWater)
+    if !tunnel.inbound.isEmpty {
+      tunnelBytesDown += UInt64(tunnel.inbound.count)
+      tunnel.inbound.withReadableBytes { output.append($0) }
+      tunnel.inbound.consume(tunnel.inbound.count)
+      lastActivityMs = EventLoop.nowMs()
+      flush()
+      if closed { return }
+    }
+    if !open {
+      endTunnel(clientClosed: false)
+      return
+    }
+    tunnel.updateInterest(clientHasRoom: output.count < Self.outputHighWater)
+    updateInterest()
+  }
+
+  /// Either side closed (or went idle): log the tunnel and close both, after flushing what the
+  /// upstream sent.
+  private func endTunnel(clientClosed: Bool) {
+    guard let log = tunnelLog else {
+      close()
+      return
+    }
+    tunnelLog = nil
+    writeLog(log, status: 200, bytesIn: tunnelBytesUp, bytesOut: tunnelBytesDown, error: nil)
+    if clientClosed || output.isEmpty {
+      close()
+    } else {
+      closeWhenFlushed = true
+      tunnel?.close()
+      flush()
     }
   }
 
@@ -323,13 +541,15 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       url: forward.origin + forward.pathAndQuery, method: head.method, headerLines: lines,
       bodyLength: bodyLength, connectTo: route.connectTo?.description,
       caFile: forward.runtime.caFile, caPath: forward.runtime.caPath,
-      connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs)
+      connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs,
+      dialCheck: forward.dial)
     let ex =
       exchange
       ?? Exchange(
         forward: forward,
         requestTimeoutMs: route.requestTimeoutMs ?? forward.runtime.config.requestTimeoutMs)
     ex.token = token
+    if let token { ex.log.tokenFingerprint = fingerprint(token.value.value) }
     if drainRequested || context.draining { ex.keepAlive = false }
     if head.expectContinue && !ex.sentContinue {
       output.append("HTTP/1.1 100 Continue\r\n\r\n")
@@ -505,9 +725,12 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   // MARK: output
 
-  private func respond(_ response: ErrorResponse, close requested: Bool, log: LogContext?) {
+  private func respond(
+    _ response: ErrorResponse, close requested: Bool, log: LogContext?,
+    extraHeaders: [HeaderField] = []
+  ) {
     let close = requested || drainRequested
-    output.append(response.serialized(close: close))
+    output.append(response.serialized(close: close, extraHeaders: extraHeaders))
     if let log {
       writeLog(log, status: response.status, bytesIn: 0, bytesOut: 0, error: response.code)
     } else {
@@ -566,7 +789,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     switch phase {
     case .idle:
       close()
-    case .readingHead, .awaitingToken, .exchanging:
+    case .readingHead, .awaitingToken, .exchanging, .tunnelDialing, .tunneling:
       exchange?.keepAlive = false
       drainRequested = true
     case .closing:
@@ -603,8 +826,10 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
             message: "upstream \(ex.upstream) did not answer within \(ex.requestTimeoutMs) ms"),
           close: !ex.keepAlive)
       }
-    case .awaitingToken:
-      break  // the mint has its own timeouts and retries, and always answers
+    case .awaitingToken, .tunnelDialing:
+      break  // the mint and the dial have their own timeouts, and always answer
+    case .tunneling:
+      if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) { endTunnel(clientClosed: false) }
     case .closing:
       if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) { close() }
     }
@@ -626,6 +851,11 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   func close() {
     guard !closed else { return }
     closed = true
+    if let tunnel {
+      tunnel.close()
+      self.tunnel = nil
+      if phase == .tunneling { context.runtime.metrics.tunnelClosed() }
+    }
     if let t = exchange?.transfer {
       context.multi.cancel(t)
       exchange?.transfer = nil
@@ -645,50 +875,127 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   private func writeLog(
     _ log: LogContext, status: Int, bytesIn: UInt64, bytesOut: UInt64, error: String?
   ) {
-    context.runtime.accessLog.write(
+    let runtime = context.runtime
+    let durationMs = EventLoop.nowMs() - log.startedMs
+    runtime.accessLog.write(
       AccessRecord(
         client: clientAddress, method: log.method, host: log.host, path: log.path,
         route: log.route, status: status, bytesIn: bytesIn, bytesOut: bytesOut,
-        durationMs: EventLoop.nowMs() - log.startedMs, error: error))
+        durationMs: durationMs, error: error))
+    runtime.metrics.recordRequest(
+      routeIndex: log.routeNumber.map { $0 - 1 }, status: status, client: log.client,
+      durationSeconds: Double(durationMs) / 1000, bytesIn: bytesIn, bytesOut: bytesOut)
+    var decision = log.decision
+    var reason = log.reason
+    if decision == .allow, let error, status >= 400 {
+      // Refused by us after routing (limits, parse errors) or failed upstream: still a decision.
+      if status < 500 || error == "blocked_address" { decision = .deny }
+      reason = error
+    }
+    if decision != .allow, let reason {
+      runtime.metrics.denial(reason: reason)
+      context.denials.record(
+        DenialLog.Entry(
+          time: TokenBroker.now(), client: log.client, host: log.host, reason: reason))
+    }
+    if let upstreamKind = error, upstreamKind.hasPrefix("upstream_") {
+      runtime.metrics.upstreamError(kind: upstreamKind)
+    }
+    runtime.audit?.write(
+      AuditRecord(
+        time: TokenBroker.now(), client: log.client, source: clientAddress, method: log.method,
+        scheme: log.scheme, host: log.hostName, port: log.port, path: log.path, query: log.query,
+        route: log.routeNumber, decision: decision, reason: reason, credential: log.credential,
+        tokenFingerprint: log.tokenFingerprint, status: status, bytesIn: bytesIn,
+        bytesOut: bytesOut, durationMs: Double(durationMs)))
   }
 }
 
 private let crlf: [UInt8] = [13, 10]
 
-/// What the access log needs to know about a request, fixed when it starts.
+/// What the access and audit logs say about one request, filled in as it is decided.
 struct LogContext {
   var method: String
+  /// `host[:port]` as the caller named it.
   var host: String
-  /// Path only: the query string can carry secrets.
+  var hostName: String
+  var port: Int?
+  /// Path only: the query string can carry secrets (the audit log may keep it, redacted).
   var path: String
-  var route = "-"
+  var query: String?
+  var scheme = "https"
+  var routeNumber: Int?
+  var client: String?
+  var decision = AuditDecision.allow
+  var reason: String?
+  /// A credentials block name or a secret's source (`env:NAME`), never a value.
+  var credential: String?
+  var tokenFingerprint: String?
   var startedMs: Int64
+
+  var route: String { routeNumber.map { "#\($0)" } ?? "-" }
 
   init(method: String, host: String, path: String, startedMs: Int64) {
     self.method = method
     self.host = host
+    hostName = host
     self.path = path
     self.startedMs = startedMs
   }
 
-  init(head: RequestHead, host: String, startedMs: Int64) {
+  init(head: RequestHead, startedMs: Int64) {
     let full = head.pathAndQuery
-    let path = full.firstIndex(of: "?").map { String(full[..<$0]) } ?? full
-    self.init(method: head.method, host: host, path: path, startedMs: startedMs)
+    let split = AuditRecord.splitTarget(full)
+    self.init(
+      method: head.method, host: head.authority?.description ?? "-", path: split.path,
+      startedMs: startedMs)
+    query = split.query
+    hostName = head.authority?.host ?? "-"
+    port = head.authority?.port
   }
+
+  mutating func deny(_ code: String) {
+    decision = .deny
+    reason = code
+  }
+
+  /// Report mode: would have been denied for `code`, let through.
+  mutating func report(_ code: String) {
+    decision = .report
+    reason = reason.map { "\($0), \(code)" } ?? code
+  }
+}
+
+/// Holds one concurrency slot; released when the request is over (the last reference goes),
+/// on the limiter it was taken from even if the config was reloaded since.
+final class ConcurrencySlot: Sendable {
+  private let limiter: ConcurrencyLimiter
+  private let client: String?
+  private let route: Int
+
+  init(_ limiter: ConcurrencyLimiter, client: String?, route: Int) {
+    self.limiter = limiter
+    self.client = client
+    self.route = route
+  }
+
+  deinit { limiter.release(client: client, route: route) }
 }
 
 /// A routed request, decided and ready to send (kept for a retry with a fresh token).
 struct Forward {
   let head: RequestHead
   let route: Route
-  let log: LogContext
+  var log: LogContext
   /// `https://host:port`
   let origin: String
   let pathAndQuery: String
   let maxBody: UInt64
   /// The config the request started under; a reload does not change it mid-flight.
   let runtime: ProxyRuntime
+  /// SSRF rules for the address curl dials.
+  let dial: DialCheck
+  let slot: ConcurrencySlot?
 }
 
 /// The state of one request/response on a connection.
@@ -697,7 +1004,7 @@ final class Exchange {
 
   let forward: Forward
   var head: RequestHead { forward.head }
-  var log: LogContext { forward.log }
+  var log: LogContext
   var upstream: String { forward.origin }
   let requestTimeoutMs: Int
   var body: BodyDecoder
@@ -718,6 +1025,7 @@ final class Exchange {
 
   init(forward: Forward, requestTimeoutMs: Int) {
     self.forward = forward
+    log = forward.log
     self.requestTimeoutMs = requestTimeoutMs
     body = BodyDecoder(framing: forward.head.framing, maxBody: forward.maxBody)
     keepAlive = forward.head.keepAlive

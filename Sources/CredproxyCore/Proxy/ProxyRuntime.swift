@@ -1,4 +1,5 @@
 import CredproxyConfig
+import EgressPolicy
 import Foundation
 import HTTP1
 
@@ -36,9 +37,24 @@ final class ProxyRuntime: Sendable {
   let limits: HTTPLimits
 
   let credentials: [String: MintingCredential]
+  /// Who is calling (Proxy-Authorization or source address).
+  let clients: ClientIdentifier
+  let rateLimiter = RateLimiter()
+  let concurrency: ConcurrencyLimiter
+  let ssrf = SSRFPolicy()
+  let audit: AuditLog?
+  let metrics: Metrics
+  /// Used for requests that no route matches but report mode lets through: no credential.
+  let reportPassthrough: PreparedRoute
 
   init(config: ProxyConfig, environment: [String: String]) throws(SocketError) {
     self.config = config
+    clients = ClientIdentifier(config: config, environment: environment)
+    concurrency = ConcurrencyLimiter(config: config)
+    metrics = Metrics(routeNames: config.routes.map(\.name))
+    audit = try AuditLog(target: config.auditLog, logQueries: config.logQueries)
+    reportPassthrough = PreparedRoute(
+      route: Route(name: "(no route: report mode)", patterns: [], line: 0), auth: .none)
     router = Router(routes: config.routes)
     let credentials = MintingCredential.loadAll(config: config, environment: environment)
     self.credentials = credentials

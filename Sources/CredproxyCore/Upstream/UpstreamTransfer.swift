@@ -1,4 +1,5 @@
 import CCurl
+import CSystem
 import Glibc
 import HTTP1
 
@@ -18,6 +19,8 @@ struct UpstreamRequest {
   /// Whole-transfer limit; only for our own small requests (token endpoints), never for proxied
   /// ones, whose bodies may stream for hours.
   var totalTimeoutMs: Int? = nil
+  /// SSRF rules for the dialled address; nil for our own requests (token endpoints).
+  var dialCheck: DialCheck? = nil
 }
 
 /// The connection side of a transfer. All calls arrive on the loop thread, from curl callbacks.
@@ -42,6 +45,7 @@ enum BodyChunk {
 struct UpstreamError: Error {
   enum Kind: String {
     case connect = "upstream_connect"
+    case blocked = "blocked_address"
     case dns = "upstream_dns"
     case tls = "upstream_tls"
     case timeout = "upstream_timeout"
@@ -51,7 +55,13 @@ struct UpstreamError: Error {
   var kind: Kind
   var message: String
 
-  var status: Int { kind == .timeout ? 504 : 502 }
+  var status: Int {
+    switch kind {
+    case .timeout: return 504
+    case .blocked: return 403
+    default: return 502
+    }
+  }
 
   init(kind: Kind, message: String) {
     self.kind = kind
@@ -96,6 +106,11 @@ final class UpstreamTransfer {
   private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
   private var status = 0
   private var responseHeaders: [HeaderField] = []
+  private var dialCheck: DialCheck?
+  /// Set when the SSRF check refused every address curl tried.
+  private(set) var blockedReason: String?
+  /// Set when report mode let a refused address through.
+  private(set) var reportedReason: String?
 
   init(handle: UnsafeMutableRawPointer, request: UpstreamRequest) {
     easy = handle
@@ -133,6 +148,11 @@ final class UpstreamTransfer {
     cp_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024)
     cp_easy_setopt_long(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024)
     cp_easy_setopt_ptr(easy, CURLOPT_ERRORBUFFER, errorBuffer)
+    if let check = r.dialCheck {
+      dialCheck = check
+      cp_easy_setopt_opensocket_cb(easy, openSocketCallback)
+      cp_easy_setopt_ptr(easy, CURLOPT_OPENSOCKETDATA, me)
+    }
     if let target = r.connectTo {
       connectToList = curl_slist_append(nil, "::\(target)")
       cp_easy_setopt_ptr(easy, CURLOPT_CONNECT_TO, connectToList)
@@ -192,9 +212,32 @@ final class UpstreamTransfer {
       } else {
         delegate.upstreamDidFinish(error: nil)
       }
+    } else if let blocked = blockedReason, code == CURLE_COULDNT_CONNECT {
+      delegate.upstreamDidFinish(error: UpstreamError(kind: .blocked, message: blocked))
     } else {
       delegate.upstreamDidFinish(error: UpstreamError(code: code, detail: cString(errorBuffer)))
     }
+  }
+
+  fileprivate func onOpenSocket(_ address: UnsafeMutablePointer<curl_sockaddr>) -> curl_socket_t {
+    let family = address.pointee.family
+    if let check = dialCheck {
+      let sa =
+        UnsafeRawPointer(address) + MemoryLayout<curl_sockaddr>.offset(of: \curl_sockaddr.addr)!
+      guard let ip = DialCheck.ipAddress(sa, length: Int(address.pointee.addrlen)) else {
+        blockedReason = "unknown address family \(family)"
+        return CP_SOCKET_BAD
+      }
+      if let why = check.refusal(ip) {
+        if !check.report {
+          blockedReason = why
+          return CP_SOCKET_BAD
+        }
+        reportedReason = why
+      }
+    }
+    return socket(
+      family, address.pointee.socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.protocol)
   }
 
   // MARK: curl callbacks
@@ -279,4 +322,11 @@ private func readCallback(
   _ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer?
 ) -> Int {
   transfer(user).onRead(UnsafeMutableRawBufferPointer(start: data, count: size * count))
+}
+
+private func openSocketCallback(
+  _ user: UnsafeMutableRawPointer?, _ purpose: curlsocktype,
+  _ address: UnsafeMutablePointer<curl_sockaddr>?
+) -> curl_socket_t {
+  transfer(user).onOpenSocket(address!)
 }
