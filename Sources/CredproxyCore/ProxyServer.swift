@@ -4,6 +4,7 @@ import CredproxyConfig
 import EgressPolicy
 import Foundation
 import Glibc
+import Synchronization
 
 /// The running proxy: binds the listeners, starts one event loop thread per core, and stops them.
 public final class ProxyServer: @unchecked Sendable {
@@ -16,18 +17,26 @@ public final class ProxyServer: @unchecked Sendable {
   private let finished = DispatchGroup()
   /// `host:port` of every bound listener, in config order (ports resolved when 0 was asked for).
   public private(set) var boundAddresses: [String] = []
+  /// `host:port` of the admin listener, if the config has one.
+  public private(set) var adminAddress: String?
+  private let state: ProxyState
+  private var admin: LoopBound<AdminListener>?
 
   public init(
     config: ProxyConfig, environment: [String: String] = ProcessInfo.processInfo.environment,
     loopCount: Int = ProcessInfo.processInfo.activeProcessorCount
   ) throws {
+    let first: ProxyRuntime
     do {
-      runtime = try ProxyRuntime(config: config, environment: environment)
-      broker = TokenBroker(credentials: runtime.credentials)
+      first = try ProxyRuntime(config: config, environment: environment)
     } catch {
       throw ServerError(message: error.description)
     }
+    runtime = first
+    broker = TokenBroker(credentials: first.credentials)
+    broker.metrics.withLock { $0 = first.metrics }
     self.loopCount = max(1, loopCount)
+    state = ProxyState(runtime: first, broker: broker, denials: denials)
   }
 
   /// Process-wide set-up that must happen before any thread runs curl.
@@ -69,9 +78,26 @@ public final class ProxyServer: @unchecked Sendable {
         address.host.contains(":") ? "[\(address.host)]:\(port)" : "\(address.host):\(port)"
       boundAddresses.append(shown)
     }
+    state.listeners.withLock { $0 = boundAddresses }
+    var adminSocket: (fd: Int32, token: String?)? = nil
+    if let admin = runtime.config.admin {
+      do {
+        let token = try admin.token?.resolve()
+        let bound = try Socket.listen(host: admin.address.host, port: admin.address.port)
+        adminSocket = (bound.fd, token)
+        let host = admin.address.host
+        adminAddress = host.contains(":") ? "[\(host)]:\(bound.port)" : "\(host):\(bound.port)"
+      } catch {
+        throw ServerError(message: "admin \(admin.address): \(error)")
+      }
+    }
     for i in 0..<loopCount {
       let loop = EventLoop(index: i)
       loops.append(loop)
+      if i == 0, let adminSocket {
+        admin = LoopBound(
+          AdminListener(fd: adminSocket.fd, state: state, token: adminSocket.token, loop: loop))
+      }
       // Built here, before its thread starts; from then on only that thread touches it (reload
       // and drain reach it through `loop.execute`).
       let context = LoopBound(
@@ -116,6 +142,11 @@ public final class ProxyServer: @unchecked Sendable {
       )
     }
     runtime = next
+    state.runtime.withLock { $0 = next }
+    broker.metrics.withLock { $0 = next.metrics }
+    if config.admin != runtime.config.admin {
+      notes.append("admin listener changes take effect after a restart")
+    }
     for (loop, context) in zip(loops, contexts) {
       loop.execute { context.value.runtime = next }
     }
@@ -125,6 +156,7 @@ public final class ProxyServer: @unchecked Sendable {
   /// Graceful stop (SIGTERM): stop accepting, let in-flight requests finish until `deadline`
   /// seconds, then stop. Returns the number of connections that were still open at the deadline.
   public func drain(deadline seconds: Double) -> Int {
+    state.draining.store(true, ordering: .relaxed)
     for (loop, context) in zip(loops, contexts) {
       loop.execute { context.value.beginDrain() }
     }

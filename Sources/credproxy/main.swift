@@ -4,7 +4,7 @@ import Foundation
 import Glibc
 
 /// credproxy's command line. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
-let version = "0.1.0"
+let version = credproxyVersion
 
 let usage = """
   usage: credproxy <command> [options]
@@ -155,6 +155,7 @@ func serve(_ options: Options) -> Never {
   for address in server.boundAddresses {
     FileHandle.standardError.write(Data("credproxy: listening on \(address)\n".utf8))
   }
+  if let admin = server.adminAddress { log("admin listening on \(admin)") }
   var shutdownTimeout = Double(config.shutdownTimeoutMs) / 1000
   while true {
     var signal: Int32 = 0

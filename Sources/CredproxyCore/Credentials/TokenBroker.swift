@@ -1,4 +1,5 @@
 import CredproxyConfig
+import EgressPolicy
 import Foundation
 import GoogleAuth
 import Synchronization
@@ -50,6 +51,8 @@ final class TokenBroker: Sendable {
   let cache = TokenCache()
   let credentials: [String: MintingCredential]
   let counters = TokenCounters()
+  /// The current config's metrics (replaced on reload).
+  let metrics = Mutex<Metrics?>(nil)
 
   init(credentials: [String: MintingCredential]) {
     self.credentials = credentials
@@ -66,9 +69,11 @@ final class TokenBroker: Sendable {
     switch cache.lookup(request.key, now: Self.now(), waiter: waiter) {
     case .fresh(let token):
       counters.hit(request.credential.name)
+      metrics.withLock { $0 }?.tokenCacheHit(credential: request.credential.name)
       return .token(token)
     case .staleServe(let token, let startRefresh):
       counters.hit(request.credential.name)
+      metrics.withLock { $0 }?.tokenCacheHit(credential: request.credential.name)
       if startRefresh { MintOperation(broker: self, request: request, context: context).run() }
       return .token(token)
     case .mustWait(let startMint):
@@ -85,11 +90,13 @@ final class TokenBroker: Sendable {
     switch result {
     case .success(let token):
       counters.minted(request.credential.name)
+      metrics.withLock { $0 }?.tokenMinted(credential: request.credential.name)
       Log.info(
         "minted \(token.kind.rawValue) for \(request.key) fingerprint=\(fingerprint(token.value))"
           + " expires_in=\(Int(token.expiresAt - Self.now()))s")
     case .failure(let error):
       counters.failed(request.credential.name)
+      metrics.withLock { $0 }?.tokenMintFailed(credential: request.credential.name)
       Log.info("token mint failed for \(request.key): \(error)")
     }
     let wakeup = cache.complete(

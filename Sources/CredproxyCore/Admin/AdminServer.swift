@@ -1,0 +1,215 @@
+import CSystem
+import CredproxyConfig
+import EgressPolicy
+import Foundation
+import Glibc
+import GoogleAuth
+import HTTP1
+import Synchronization
+
+/// What the admin endpoints read, shared by the main thread (reload, drain) and loop 0 (admin).
+final class ProxyState: Sendable {
+  let runtime: Mutex<ProxyRuntime>
+  let broker: TokenBroker
+  let denials: DenialLog
+  let startedAt = Date().timeIntervalSince1970
+  let draining = Atomic<Bool>(false)
+  let listeners: Mutex<[String]> = Mutex([])
+
+  init(runtime: ProxyRuntime, broker: TokenBroker, denials: DenialLog) {
+    self.runtime = Mutex(runtime)
+    self.broker = broker
+    self.denials = denials
+  }
+
+  var current: ProxyRuntime { runtime.withLock { $0 } }
+}
+
+/// The admin listener (`admin ADDR:PORT [token SECRET]`), on its own port so `/healthz` can never
+/// collide with a proxied path. One request per connection; loop 0 serves it.
+final class AdminListener: EventHandler {
+  let fd: Int32
+  let state: ProxyState
+  /// `Authorization: Bearer <token>` required when set.
+  let token: String?
+  unowned let loop: EventLoop
+
+  init(fd: Int32, state: ProxyState, token: String?, loop: EventLoop) {
+    self.fd = fd
+    self.state = state
+    self.token = token
+    self.loop = loop
+    loop.register(fd, events: EPOLLIN.rawValue, handler: self)
+  }
+
+  func stop() {
+    loop.unregister(fd)
+    close(fd)
+  }
+
+  func handleEvents(fd: Int32, events: UInt32) {
+    for _ in 0..<16 {
+      let client = accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
+      if client < 0 { return }
+      AdminConnection(fd: client, listener: self).start()
+    }
+  }
+}
+
+final class AdminConnection: EventHandler {
+  private let fd: Int32
+  private let listener: AdminListener
+  private let input = ByteBuffer()
+  private let output = ByteBuffer()
+  private var parser = RequestHeadParser()
+  private var selfReference: AdminConnection?
+  private let startedMs = EventLoop.nowMs()
+
+  init(fd: Int32, listener: AdminListener) {
+    self.fd = fd
+    self.listener = listener
+  }
+
+  func start() {
+    selfReference = self
+    listener.loop.register(fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, handler: self)
+  }
+
+  func handleEvents(fd: Int32, events: UInt32) {
+    if events & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { return finish() }
+    if events & EPOLLOUT.rawValue != 0 { return flush() }
+    let n = input.fill(max: 16 * 1024) { Glibc.read(fd, $0, $1) }
+    if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) { return finish() }
+    if EventLoop.nowMs() - startedMs > 10_000 { return finish() }
+    switch input.withReadableBytes({ parser.parse($0) }) {
+    case .needMore:
+      return
+    case .failed(let e):
+      respond(status: e.status, type: "text/plain; charset=utf-8", body: e.reason + "\n")
+    case .complete(let head, _):
+      answer(head)
+    }
+  }
+
+  private func answer(_ head: RequestHead) {
+    if let token = listener.token {
+      let given = head.headers.first { HeaderPolicy.nameIs($0.name, "authorization") }?.value
+      guard let given, constantTimeEquals(given, "Bearer " + token) else {
+        return respond(
+          status: 401, type: "text/plain; charset=utf-8", body: "admin token required\n",
+          extra: [HeaderField(name: "WWW-Authenticate", value: "Bearer realm=\"credproxy-admin\"")])
+      }
+    }
+    guard head.method == "GET" || head.method == "HEAD" else {
+      return respond(status: 405, type: "text/plain; charset=utf-8", body: "GET only\n")
+    }
+    let path = head.pathAndQuery.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
+    let state = listener.state
+    switch path {
+    case "/healthz":
+      respond(status: 200, type: "text/plain; charset=utf-8", body: "ok\n", head: head)
+    case "/readyz":
+      let (ready, text) = AdminPages.readiness(state)
+      respond(status: ready ? 200 : 503, type: "text/plain; charset=utf-8", body: text, head: head)
+    case "/metrics":
+      respond(
+        status: 200, type: Metrics.contentType, body: state.current.metrics.render(), head: head)
+    case "/status", "/":
+      respond(
+        status: 200, type: "text/html; charset=utf-8", body: AdminPages.status(state), head: head)
+    default:
+      respond(
+        status: 404, type: "text/plain; charset=utf-8",
+        body: "not found; try /healthz, /readyz, /metrics or /status\n")
+    }
+  }
+
+  private func respond(
+    status: Int, type: String, body: String, head: RequestHead? = nil, extra: [HeaderField] = []
+  ) {
+    let bytes = Array(body.utf8)
+    let headers =
+      [
+        HeaderField(name: "Content-Type", value: type),
+        HeaderField(name: "Content-Length", value: String(bytes.count)),
+        HeaderField(name: "Cache-Control", value: "no-store"),
+        HeaderField(name: "Connection", value: "close"),
+      ] + extra
+    output.append(serializeResponseHead(status: status, headers: headers))
+    if head?.method != "HEAD" { output.append(bytes) }
+    flush()
+  }
+
+  private func flush() {
+    while !output.isEmpty {
+      let n = output.drain { Glibc.write(fd, $0, $1) }
+      if n < 0 && errno == EAGAIN {
+        listener.loop.modify(fd, events: EPOLLOUT.rawValue)
+        return
+      }
+      if n <= 0 { break }
+    }
+    finish()
+  }
+
+  private func finish() {
+    guard selfReference != nil else { return }
+    listener.loop.unregister(fd)
+    close(fd)
+    selfReference = nil
+  }
+}
+
+/// Equal strings, compared without an early exit (the admin token must not leak by timing).
+func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+  let x = Array(a.utf8)
+  let y = Array(b.utf8)
+  var diff = UInt8(x.count == y.count ? 0 : 1)
+  for i in 0..<max(x.count, y.count) {
+    diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+  }
+  return diff == 0
+}
+
+/// The text of `/readyz` and `/status`. Names, sources and fingerprints only: never a secret.
+enum AdminPages {
+  static func readiness(_ state: ProxyState) -> (Bool, String) {
+    let runtime = state.current
+    let draining = state.draining.load(ordering: .relaxed)
+    var lines = [draining ? "draining: not accepting new connections" : "ready"]
+    lines.append("config: \(runtime.config.sourcePath) (\(runtime.config.routes.count) routes)")
+    for l in state.listeners.withLock({ $0 }) { lines.append("listener: \(l) up") }
+    let entries = state.broker.cache.snapshot()
+    for name in runtime.credentials.keys.sorted() {
+      let mine = entries.filter { $0.key.credential == name }
+      let counts = state.broker.counters.snapshot()[name]
+      if let failing = mine.first(where: { $0.lastError != nil && $0.consecutiveFailures > 0 }) {
+        lines.append("credential \(name): failing: \(failing.lastError!)")
+      } else if mine.contains(where: { $0.fingerprint != nil }) {
+        lines.append("credential \(name): ok (\(counts?.mints ?? 0) mints)")
+      } else {
+        lines.append("credential \(name): no token minted yet")
+      }
+    }
+    return (!draining, lines.joined(separator: "\n") + "\n")
+  }
+
+  static func status(_ state: ProxyState) -> String {
+    let runtime = state.current
+    let now = Date().timeIntervalSince1970
+    let tokens = state.broker.cache.snapshot().map { e in
+      StatusPage.TokenRow(
+        credential: e.key.credential,
+        kind: e.key.kind == .idToken ? "ID token (OIDC)" : "access token (OAuth2)",
+        scopesOrAudience: e.key.scopesOrAudience, fingerprint: e.fingerprint,
+        expiresInSeconds: e.expiresAt.map { Int($0 - now) }, lastError: e.lastError)
+    }
+    return StatusPage.render(
+      version: credproxyVersion, uptimeSeconds: Int(now - state.startedAt), now: now,
+      routes: StatusPage.rows(for: runtime.config), tokens: tokens,
+      denials: state.denials.recent())
+  }
+}
+
+/// Shown by `--version` and the status page.
+public let credproxyVersion = "0.1.0"
