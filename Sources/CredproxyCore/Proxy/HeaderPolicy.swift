@@ -19,20 +19,15 @@ enum HeaderPolicy {
   ]
 
   /// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII).
+  @inline(__always)
   static func nameIs(_ name: String, _ lowercase: String) -> Bool {
-    var a = name
-    var b = lowercase
-    return a.withUTF8 { x in
-      b.withUTF8 { y in
-        guard x.count == y.count else { return false }
-        for i in 0..<x.count {
-          var c = x[i]
-          if c >= 0x41 && c <= 0x5A { c |= 0x20 }
-          if c != y[i] { return false }
-        }
-        return true
-      }
+    // Lengths first: almost every comparison ends here.
+    guard name.utf8.count == lowercase.utf8.count else { return false }
+    for (c, l) in zip(name.utf8, lowercase.utf8) {
+      let folded = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
+      if folded != l { return false }
     }
+    return true
   }
 
   static func isListed(_ name: String, in list: [String]) -> Bool {

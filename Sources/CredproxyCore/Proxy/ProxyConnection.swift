@@ -945,11 +945,16 @@ struct LogContext {
 
   init(head: RequestHead, startedMs: Int64) {
     let full = head.pathAndQuery
-    let split = AuditRecord.splitTarget(full)
+    var path = full
+    var query: String? = nil
+    if let mark = full.utf8.firstIndex(of: 0x3F) {  // "?"
+      path = String(full[..<mark])
+      query = String(full[full.utf8.index(after: mark)...])
+    }
     self.init(
-      method: head.method, host: head.authority?.description ?? "-", path: split.path,
+      method: head.method, host: head.authority?.description ?? "-", path: path,
       startedMs: startedMs)
-    query = split.query
+    self.query = query
     hostName = head.authority?.host ?? "-"
     port = head.authority?.port
   }

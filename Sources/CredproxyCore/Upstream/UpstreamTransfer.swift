@@ -245,31 +245,52 @@ final class UpstreamTransfer {
   fileprivate func onHeader(_ bytes: UnsafeRawBufferPointer) -> Int {
     guard let delegate else { return 0 }
     if headReceived { return bytes.count }  // trailers: not forwarded
-    // Trim CR/LF on bytes: as Characters, "\r\n" is one grapheme and would not match either.
+    // Parsed on bytes, not Characters: grapheme-aware String scanning cost more than all of curl.
     var end = bytes.count
     while end > 0 && (bytes[end - 1] == 13 || bytes[end - 1] == 10) { end -= 1 }
-    let line = Substring(decoding: UnsafeRawBufferPointer(rebasing: bytes[..<end]), as: UTF8.self)
-    if line.isEmpty {
+    if end == 0 {
       // End of a header block. Interim 1xx responses are consumed here, not forwarded.
       if status >= 200 {
         headReceived = true
         delegate.upstreamDidReceiveHead(status: status, headers: responseHeaders)
       }
-      responseHeaders.removeAll()
+      responseHeaders.removeAll(keepingCapacity: true)
       return bytes.count
     }
-    if line.hasPrefix("HTTP/") {
-      let parts = line.split(separator: " ", maxSplits: 2)
-      status = parts.count >= 2 ? Int(parts[1]) ?? 0 : 0
-      responseHeaders.removeAll()
+    if end >= 5 && bytes[0] == 0x48 && bytes[1] == 0x54 && bytes[2] == 0x54 && bytes[3] == 0x50
+      && bytes[4] == 0x2F
+    {
+      // "HTTP/x[.y] NNN …": the status is the three digits after the first space.
+      var i = 5
+      while i < end && bytes[i] != 0x20 { i += 1 }
+      var code = 0
+      var digits = 0
+      i += 1
+      while i < end && digits < 3 {
+        let d = Int(bytes[i]) - 48
+        guard d >= 0 && d <= 9 else { break }
+        code = code * 10 + d
+        digits += 1
+        i += 1
+      }
+      status = digits == 3 ? code : 0
+      responseHeaders.removeAll(keepingCapacity: true)
       return bytes.count
     }
-    if let colon = line.firstIndex(of: ":") {
-      let name = String(line[..<colon])
-      let value = line[line.index(after: colon)...].trimmingPrefix(while: {
-        $0 == " " || $0 == "\t"
-      })
-      responseHeaders.append(HeaderField(name: name, value: String(value)))
+    var colon = 0
+    while colon < end && bytes[colon] != 0x3A { colon += 1 }
+    if colon < end {
+      var valueStart = colon + 1
+      while valueStart < end && (bytes[valueStart] == 0x20 || bytes[valueStart] == 0x09) {
+        valueStart += 1
+      }
+      let base = bytes.baseAddress!
+      let name = String(
+        decoding: UnsafeRawBufferPointer(start: base, count: colon), as: UTF8.self)
+      let value = String(
+        decoding: UnsafeRawBufferPointer(start: base + valueStart, count: end - valueStart),
+        as: UTF8.self)
+      responseHeaders.append(HeaderField(name: name, value: value))
     }
     return bytes.count
   }
@@ -291,14 +312,6 @@ final class UpstreamTransfer {
       return CP_READFUNC_PAUSE
     case .failure: return CP_READFUNC_ABORT
     }
-  }
-}
-
-extension Substring {
-  fileprivate func trimmingPrefix(while predicate: (Character) -> Bool) -> Substring {
-    var s = self
-    while let f = s.first, predicate(f) { s.removeFirst() }
-    return s
   }
 }
 
