@@ -56,6 +56,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   private var tunnelLog: LogContext?
   private var tunnelBytesUp: UInt64 = 0
   private var tunnelBytesDown: UInt64 = 0
+  private var tunnelDialStartedMs: Int64 = 0
+  private var tunnelConnectTimeoutMs = 10_000
 
   init(
     fd: Int32, clientAddress: String, peer: IPAddress, tls: TLSServerContext?,
@@ -392,10 +394,13 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     tunnel = upstream
     tunnelLog = record
     phase = .tunnelDialing
+    tunnelDialStartedMs = EventLoop.nowMs()
+    tunnelConnectTimeoutMs = route.connectTimeoutMs ?? runtime.config.connectTimeoutMs
     upstream.onConnected = { [unowned self] failure in
       guard !closed, phase == .tunnelDialing else { return }
       if let failure {
         tunnel = nil
+        tunnelLog = nil
         var log = record
         if failure.status == 403 { log.deny(failure.code) }
         respond(
@@ -404,6 +409,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         return
       }
       phase = .tunneling
+      if upstream.dialledDespiteRefusal { tunnelLog?.report("blocked_address") }
       context.runtime.metrics.tunnelOpened()
       output.append("HTTP/1.1 200 Connection established\r\n\r\n")
       upstream.onReadable = { [unowned self] in pumpTunnelDown() }
@@ -411,16 +417,14 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       flush()
       if !closed { pumpTunnelUp() }
     }
-    upstream.dial(
-      host: dialHost, port: dialPort,
-      timeoutMs: route.connectTimeoutMs ?? runtime.config.connectTimeoutMs
-    ) { storage in
+    upstream.dial(host: dialHost, port: dialPort) { storage in
       var copy = storage
       let ip = withUnsafeBytes(of: &copy) { raw in
         DialCheck.ipAddress(raw.baseAddress!, length: raw.count)
       }
-      guard let ip else { return false }
-      return check.refusal(ip) == nil || check.report
+      guard let ip else { return .refuse }
+      if check.refusal(ip) == nil { return .allow }
+      return check.report ? .report : .refuse
     }
   }
 
@@ -672,6 +676,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   func upstreamDidFinish(error: UpstreamError?) {
     guard let ex = exchange, !closed else { return }
+    // Report mode let a refused address be dialled: the audit says so.
+    if ex.transfer?.reportedReason != nil { ex.log.report("blocked_address") }
     ex.transfer = nil
     let requestFullyRead = ex.body.isComplete
     if let bodyError = ex.bodyError {
@@ -826,8 +832,19 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
             message: "upstream \(ex.upstream) did not answer within \(ex.requestTimeoutMs) ms"),
           close: !ex.keepAlive)
       }
-    case .awaitingToken, .tunnelDialing:
-      break  // the mint and the dial have their own timeouts, and always answer
+    case .awaitingToken:
+      break  // the mint has its own timeouts and retries, and always answers
+    case .tunnelDialing:
+      if nowMs - tunnelDialStartedMs > Int64(tunnelConnectTimeoutMs), let log = tunnelLog {
+        tunnel?.close()
+        tunnel = nil
+        tunnelLog = nil
+        respond(
+          ErrorResponse(
+            status: 504, code: "upstream_timeout",
+            message: "tunnel target \(log.host) did not answer within \(tunnelConnectTimeoutMs) ms"),
+          close: true, log: log)
+      }
     case .tunneling:
       if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) { endTunnel(clientClosed: false) }
     case .closing:
@@ -967,7 +984,7 @@ struct LogContext {
   /// Report mode: would have been denied for `code`, let through.
   mutating func report(_ code: String) {
     decision = .report
-    reason = reason.map { "\($0), \(code)" } ?? code
+    if reason == nil { reason = code }  // the first reason is the one that decided
   }
 }
 

@@ -28,28 +28,43 @@ final class TunnelUpstream: EventHandler {
     self.loop = loop
   }
 
-  /// Resolves `host`, keeps the first address `mayDial` accepts, and connects to it.
+  enum DialVerdict: Sendable { case allow, report, refuse }
+
+  /// Report mode let a refused address be dialled (the audit log says so).
+  private(set) var dialledDespiteRefusal = false
+
+  /// Resolves `host`, keeps the first address `vet` does not refuse, and connects to it. The
+  /// connection enforces the connect timeout on its tick.
   func dial(
-    host: String, port: Int, timeoutMs: Int,
-    mayDial: @escaping @Sendable (sockaddr_storage) -> Bool
+    host: String, port: Int,
+    vet: @escaping @Sendable (sockaddr_storage) -> DialVerdict
   ) {
     let bound = LoopBound(self)
     let loop = self.loop
     DispatchQueue.global().async {
       let result = Self.resolve(host: host, port: port)
       let vetted: Result<sockaddr_storage, TunnelFailure>
+      var reported = false
       switch result {
       case .failure(let f): vetted = .failure(f)
       case .success(let addresses):
-        if let ok = addresses.first(where: mayDial) {
-          vetted = .success(ok)
+        let verdicts = addresses.map { ($0, vet($0)) }
+        if let ok = verdicts.first(where: { $0.1 == .allow })
+          ?? verdicts.first(where: { $0.1 == .report })
+        {
+          reported = ok.1 == .report
+          vetted = .success(ok.0)
         } else {
           let shown = addresses.map(Socket.describeHost).joined(separator: ", ")
           vetted = .failure(.blocked("\(host) resolves to \(shown), which this route may not dial"))
         }
       }
       let answer = LoopBound(vetted)
-      loop.execute { bound.value.connect(answer.value) }
+      let wasReported = reported
+      loop.execute {
+        bound.value.dialledDespiteRefusal = wasReported
+        bound.value.connect(answer.value)
+      }
     }
   }
 
