@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <malloc.h>
 /* accept4 is declared only under _GNU_SOURCE; the symbol is always in glibc. */
 extern int accept4(int, struct sockaddr *, socklen_t *, int);
 #endif

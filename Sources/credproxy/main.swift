@@ -175,7 +175,9 @@ func serve(_ options: Options) -> Never {
     log("stopping: finishing in-flight requests (up to \(Int(shutdownTimeout)) s)")
     let left = server.drain(deadline: shutdownTimeout)
     if left > 0 { log("stopped with \(left) connections still open at the deadline") }
-    exit(0)
+    // _exit, not exit: the loops are stopped, but a resolver thread may still be inside libcurl or
+    // libcrypto, and exit's atexit handlers would tear those libraries down under it.
+    _exit(0)
   }
 }
 

@@ -35,8 +35,8 @@ public enum TokenProbe {
     }
     let request: TokenRequest
     switch kind {
-    case .oauth2(let scopes):
-      request = TokenRequest(credential: credential, scopes: scopes)
+    case .oauth2(let prepared):
+      request = prepared
     case .oidc(let audience):
       let port = route.effectivePort(explicitPort: target.port)
       request = TokenRequest(

@@ -1,5 +1,7 @@
+import CSystem
 import CredproxyConfig
 import EgressPolicy
+import Glibc
 import Synchronization
 
 /// Everything one event loop thread owns: its epoll loop, its curl multi handle, its listeners and
@@ -90,7 +92,23 @@ final class LoopContext {
     timers.append((EventLoop.nowMs() + Int64(afterMs), work))
   }
 
+  /// Connections open at the last heap trim: after a wave of clients leaves, glibc keeps their
+  /// freed buffers in per-thread arenas; give them back to the kernel.
+  private var connectionsAtTrim = 0
+  private var lastTrimMs: Int64 = 0
+
+  private func trimHeapAfterWaves(_ now: Int64) {
+    let count = connections.count
+    if count > connectionsAtTrim { connectionsAtTrim = count }
+    if connectionsAtTrim - count >= 1000 && now - lastTrimMs > 5_000 {
+      malloc_trim(0)
+      lastTrimMs = now
+      connectionsAtTrim = count
+    }
+  }
+
   private func tick(_ now: Int64) {
+    trimHeapAfterWaves(now)
     if !timers.isEmpty {
       let due = timers.filter { $0.dueMs <= now }
       timers.removeAll { $0.dueMs <= now }

@@ -4,6 +4,7 @@ import EgressPolicy
 import Glibc
 import GoogleAuth
 import HTTP1
+import Synchronization
 
 /// One client connection: reads requests with the strict parser, routes them, runs one upstream
 /// transfer at a time (so pipelined requests are answered in order) and streams both bodies with
@@ -341,8 +342,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       forward.log.credential = credential.name
       let request: TokenRequest
       switch kind {
-      case .oauth2(let scopes):
-        request = TokenRequest(credential: credential, scopes: scopes)
+      case .oauth2(let prepared):
+        request = prepared
       case .oidc(let audience):
         request = TokenRequest(
           credential: credential,
@@ -679,6 +680,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     // Report mode let a refused address be dialled: the audit says so.
     if ex.transfer?.reportedReason != nil { ex.log.report("blocked_address") }
     ex.transfer = nil
+    ex.forward.slot?.release()
     let requestFullyRead = ex.body.isComplete
     if let bodyError = ex.bodyError {
       finishWithError(
@@ -716,6 +718,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   /// (the client must not take a truncated body for a complete one).
   private func finishWithError(_ ex: Exchange, _ response: ErrorResponse, close: Bool) {
     exchange = nil
+    ex.forward.slot?.release()
     if ex.headSent {
       logExchange(ex, status: ex.status, error: response.code)
       self.close()
@@ -995,13 +998,23 @@ final class ConcurrencySlot: Sendable {
   private let client: String?
   private let route: Int
 
+  private let released = Atomic<Bool>(false)
+
   init(_ limiter: ConcurrencyLimiter, client: String?, route: Int) {
     self.limiter = limiter
     self.client = client
     self.route = route
   }
 
-  deinit { limiter.release(client: client, route: route) }
+  /// Gives the slot back as soon as the answer is decided, before its last bytes are written:
+  /// a client that waits for each response must never find its previous request still counted.
+  func release() {
+    if !released.exchange(true, ordering: .acquiringAndReleasing) {
+      limiter.release(client: client, route: route)
+    }
+  }
+
+  deinit { release() }
 }
 
 /// A routed request, decided and ready to send (kept for a retry with a fresh token).

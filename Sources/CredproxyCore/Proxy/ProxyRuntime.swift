@@ -16,7 +16,9 @@ enum AuthInjection: Sendable {
 }
 
 enum MintedKind: Sendable {
-  case oauth2(scopes: [String])
+  /// The request (cache key, normalised scopes) is built once at load: it is the same for every
+  /// request on the route, and normalising scopes per request showed in profiles.
+  case oauth2(TokenRequest)
   case oidc(audience: OIDCAudience)
 }
 
@@ -93,7 +95,8 @@ final class ProxyRuntime: Sendable {
           return .unavailable("credential \"\(route.credentials)\" is not defined")
         }
         return .minted(
-          credential: credential, kind: .oauth2(scopes: scopes),
+          credential: credential,
+          kind: .oauth2(TokenRequest(credential: credential, scopes: scopes)),
           header: route.injectedHeaderName ?? "Authorization")
       case .oidc(let audience):
         guard let credential = credentials[route.credentials] else {
