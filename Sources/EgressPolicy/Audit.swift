@@ -205,10 +205,17 @@ public enum QueryRedactor {
   }
 }
 
-enum JSON {
+public enum JSON {
+  /// `s` as a JSON string literal.
+  public static func string(_ s: String) -> String {
+    var out = ""
+    appendString(s, to: &out)
+    return out
+  }
+
   /// A JSON string literal: `"`, `\` and control characters escaped (`\n`, `\u0001`), and
   /// U+2028/U+2029 too, so a line is safe to embed in JavaScript.
-  static func appendString(_ s: String, to out: inout String) {
+  public static func appendString(_ s: String, to out: inout String) {
     out += "\""
     for u in s.unicodeScalars {
       switch u {
@@ -229,12 +236,6 @@ enum JSON {
       }
     }
     out += "\""
-  }
-
-  static func string(_ s: String) -> String {
-    var out = ""
-    appendString(s, to: &out)
-    return out
   }
 
   /// A finite number with at most three decimals (`41`, `41.5`, `0.125`); null otherwise.

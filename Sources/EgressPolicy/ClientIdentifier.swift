@@ -169,19 +169,7 @@ public struct ClientIdentifier: Sendable {
     return diff == 0 && !secret.isEmpty
   }
 
-  static func quoted(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars.prefix(64) {
-      if u == "\"" || u == "\\" {
-        out += "\\" + String(u)
-      } else if u.value < 0x20 || u.value == 0x7F {
-        out += "?"
-      } else {
-        out.unicodeScalars.append(u)
-      }
-    }
-    return out + "\""
-  }
+  static func quoted(_ s: String) -> String { Router.quoted(s, limit: 64) }
 }
 
 /// RFC 4648 base64 (standard alphabet); padding optional, nothing else tolerated.

@@ -157,10 +157,11 @@ public struct Router: Sendable {
       route: nil)
   }
 
-  /// A host or method from a request, quoted and stripped of anything unprintable.
-  static func quoted(_ s: String) -> String {
+  /// A value from a request (host, method, user name), quoted for a message and stripped of
+  /// anything unprintable, at most `limit` characters.
+  public static func quoted(_ s: String, limit: Int = 256) -> String {
     var out = "\""
-    for u in s.unicodeScalars.prefix(256) {
+    for u in s.unicodeScalars.prefix(limit) {
       if u == "\"" || u == "\\" {
         out += "\\" + String(u)
       } else if u.value < 0x20 || u.value == 0x7F {

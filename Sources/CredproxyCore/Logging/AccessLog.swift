@@ -2,21 +2,6 @@ import CredproxyConfig
 import EgressPolicy
 import Glibc
 
-/// One finished request, as the access log records it. The query string is never kept: it can
-/// carry secrets (`?key=…`, signed URLs).
-struct AccessRecord {
-  var client: String
-  var method: String
-  var host: String
-  var path: String
-  var route: String
-  var status: Int
-  var bytesIn: UInt64
-  var bytesOut: UInt64
-  var durationMs: Int64
-  var error: String?
-}
-
 /// Writes access lines (text or JSON) with one write(2) each, so lines from several loop threads
 /// never interleave.
 final class AccessLog: Sendable {
@@ -45,23 +30,29 @@ final class AccessLog: Sendable {
     if fd > 2 { close(fd) }
   }
 
-  func write(_ r: AccessRecord) {
+  /// One line per finished request: time, client address, method, host, path (never the
+  /// query: it can carry secrets), route, status, bytes in and out, duration, error code.
+  func write(
+    _ r: LogContext, client: String, status: Int, bytesIn: UInt64, bytesOut: UInt64,
+    durationMs: Int64, error: String?
+  ) {
     guard enabled else { return }
     var line: String
     let time = Log.timestamp()
     switch format {
     case .text:
       line =
-        "\(time) \(r.client) \"\(r.method) \(r.host) \(r.path)\" route=\(r.route) status=\(r.status)"
-        + " in=\(r.bytesIn) out=\(r.bytesOut) dur_ms=\(r.durationMs)"
-      if let e = r.error { line += " error=\(e)" }
+        "\(time) \(client) \"\(r.method) \(r.host) \(r.path)\" route=\(r.route) status=\(status)"
+        + " in=\(bytesIn) out=\(bytesOut) dur_ms=\(durationMs)"
+      if let e = error { line += " error=\(e)" }
     case .json:
       line =
-        "{\"time\":\(json(time)),\"client\":\(json(r.client)),\"method\":\(json(r.method)),"
-        + "\"host\":\(json(r.host)),\"path\":\(json(r.path)),\"route\":\(json(r.route)),"
-        + "\"status\":\(r.status),\"bytes_in\":\(r.bytesIn),\"bytes_out\":\(r.bytesOut),"
-        + "\"duration_ms\":\(r.durationMs)"
-      if let e = r.error { line += ",\"error\":\(json(e))" }
+        "{\"time\":\(JSON.string(time)),\"client\":\(JSON.string(client)),"
+        + "\"method\":\(JSON.string(r.method)),\"host\":\(JSON.string(r.host)),"
+        + "\"path\":\(JSON.string(r.path)),\"route\":\(JSON.string(r.route)),"
+        + "\"status\":\(status),\"bytes_in\":\(bytesIn),\"bytes_out\":\(bytesOut),"
+        + "\"duration_ms\":\(durationMs)"
+      if let e = error { line += ",\"error\":\(JSON.string(e))" }
       line += "}"
     }
     line += "\n"
@@ -131,26 +122,4 @@ enum Log {
       + "\(pad(parts.tm_hour)):\(pad(parts.tm_min)):\(pad(parts.tm_sec))."
       + "\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
   }
-}
-
-/// A JSON string literal.
-func json(_ s: String) -> String {
-  var out = "\""
-  for u in s.unicodeScalars {
-    switch u {
-    case "\"": out += "\\\""
-    case "\\": out += "\\\\"
-    case "\n": out += "\\n"
-    case "\r": out += "\\r"
-    case "\t": out += "\\t"
-    default:
-      if u.value < 0x20 {
-        let hex = String(u.value, radix: 16)
-        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-      } else {
-        out.unicodeScalars.append(u)
-      }
-    }
-  }
-  return out + "\""
 }

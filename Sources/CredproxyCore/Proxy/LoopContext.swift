@@ -40,6 +40,8 @@ final class LoopContext {
   private var pendingFlush: [ProxyConnection] = []
 
   func flushSoon(_ c: ProxyConnection) {
+    if c.flushQueued { return }
+    c.flushQueued = true
     pendingFlush.append(c)
   }
 

@@ -648,7 +648,11 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     context.flushSoon(self)
   }
 
+  /// Queued for a flush at the end of this batch (so it is queued once).
+  var flushQueued = false
+
   func flushNow() {
+    flushQueued = false
     flush()
   }
 
@@ -671,7 +675,9 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       output.append(bytes)
     }
     ex.bytesOut += UInt64(bytes.count)
-    flush()
+    // curl usually hands over several pieces per socket event: write them out together at the
+    // end of the batch (one syscall), unless enough is waiting to be worth writing now.
+    if output.count >= Self.outputLowWater { flush() } else { context.flushSoon(self) }
     return true
   }
 
@@ -898,10 +904,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     let runtime = context.runtime
     let durationMs = EventLoop.nowMs() - log.startedMs
     runtime.accessLog.write(
-      AccessRecord(
-        client: clientAddress, method: log.method, host: log.host, path: log.path,
-        route: log.route, status: status, bytesIn: bytesIn, bytesOut: bytesOut,
-        durationMs: durationMs, error: error))
+      log, client: clientAddress, status: status, bytesIn: bytesIn, bytesOut: bytesOut,
+      durationMs: durationMs, error: error)
     runtime.metrics.recordRequest(
       routeIndex: log.routeNumber.map { $0 - 1 }, status: status, client: log.client,
       durationSeconds: Double(durationMs) / 1000, bytesIn: bytesIn, bytesOut: bytesOut)
