@@ -122,7 +122,7 @@ final class MintOperation {
         }
       }
       let waiter: TokenWaiter = { result in loop.execute { resume.value(result) } }
-      switch broker.acquire(sourceRequest, context: context, waiter: waiter) {
+      switch broker.acquire(sourceRequest, context: context, makeWaiter: { waiter }) {
       case .token(let token):
         impersonate(target, delegates, endpoint, token.value, now: now, done)
       case .waiting:

@@ -60,19 +60,25 @@ final class TokenBroker: Sendable {
 
   static func now() -> Double { Date().timeIntervalSince1970 }
 
-  func acquire(_ request: TokenRequest, context: LoopContext, waiter: @escaping TokenWaiter)
-    -> Acquired
-  {
+  /// `makeWaiter` is called only when the caller has to wait: a cache hit (the common case)
+  /// allocates no closure and takes the cache lock once.
+  func acquire(
+    _ request: TokenRequest, context: LoopContext, makeWaiter: () -> TokenWaiter
+  ) -> Acquired {
     if case .unavailable(let why) = request.credential.source {
       return .unavailable("\(request.credentialLabel): \(why)")
     }
-    switch cache.lookup(request.key, now: Self.now(), waiter: waiter) {
+    var found = cache.lookup(request.key, now: Self.now(), waiter: nil)
+    if case .mustWait(let startMint) = found {
+      if startMint { MintOperation(broker: self, request: request, context: context).run() }
+      // Register to be woken; the mint may have finished meanwhile, then this is a hit.
+      found = cache.lookup(request.key, now: Self.now(), waiter: makeWaiter())
+    }
+    switch found {
     case .fresh(let token):
-      counters.hit(request.credential.name)
       metrics.withLock { $0 }?.tokenCacheHit(credential: request.credential.name)
       return .token(token)
     case .staleServe(let token, let startRefresh):
-      counters.hit(request.credential.name)
       metrics.withLock { $0 }?.tokenCacheHit(credential: request.credential.name)
       if startRefresh { MintOperation(broker: self, request: request, context: context).run() }
       return .token(token)
@@ -111,12 +117,10 @@ final class TokenCounters: Sendable {
   struct Counts: Sendable {
     var mints = 0
     var failures = 0
-    var hits = 0
   }
   private let counts = Mutex<[String: Counts]>([:])
 
   func minted(_ name: String) { counts.withLock { $0[name, default: Counts()].mints += 1 } }
   func failed(_ name: String) { counts.withLock { $0[name, default: Counts()].failures += 1 } }
-  func hit(_ name: String) { counts.withLock { $0[name, default: Counts()].hits += 1 } }
   func snapshot() -> [String: Counts] { counts.withLock { $0 } }
 }

@@ -57,7 +57,7 @@ public enum TokenProbe {
         outcome.withLock { $0 = result }
         done.signal()
       }
-      switch broker.acquire(request, context: context, waiter: waiter) {
+      switch broker.acquire(request, context: context, makeWaiter: { waiter }) {
       case .token(let token):
         waiter(.success(token))
       case .waiting:

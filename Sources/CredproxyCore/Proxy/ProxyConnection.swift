@@ -485,12 +485,14 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   private func acquireToken(_ forward: Forward, request: TokenRequest, header: String) {
     let loop = context.loop
     let me = LoopBound(self)
-    let waiter: TokenWaiter = { result in
-      loop.execute {
-        me.value.tokenArrived(result, forward: forward, request: request, header: header)
+    let acquired = context.broker.acquire(request, context: context) {
+      { result in
+        loop.execute {
+          me.value.tokenArrived(result, forward: forward, request: request, header: header)
+        }
       }
     }
-    switch context.broker.acquire(request, context: context, waiter: waiter) {
+    switch acquired {
     case .token(let token):
       startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
     case .waiting:
@@ -554,7 +556,10 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         forward: forward,
         requestTimeoutMs: route.requestTimeoutMs ?? forward.runtime.config.requestTimeoutMs)
     ex.token = token
-    if let token { ex.log.tokenFingerprint = fingerprint(token.value.value) }
+    // SHA-256 per request only when an audit log will record it.
+    if let token, forward.runtime.audit != nil {
+      ex.log.tokenFingerprint = fingerprint(token.value.value)
+    }
     if drainRequested || context.draining { ex.keepAlive = false }
     if head.expectContinue && !ex.sentContinue {
       output.append("HTTP/1.1 100 Continue\r\n\r\n")
