@@ -1,0 +1,168 @@
+import CSystem
+import CredproxyConfig
+import EgressPolicy
+import Glibc
+import GoogleAuth
+import HTTP1
+import Synchronization
+
+/// Deciding a request: who is calling, which route, whether limits allow it, which credential.
+extension ProxyConnection {
+  func begin(_ head: RequestHead) {
+    let runtime = context.runtime
+    let hasBody = head.framing != .none
+    let keepOpen = !hasBody && head.keepAlive
+    var record = LogContext(head: head, startedMs: EventLoop.nowMs())
+
+    // Who is calling: Proxy-Authorization (Basic or Bearer) or the source address.
+    let proxyAuth = head.headers.first { HeaderPolicy.nameIs($0.name, "proxy-authorization") }
+    switch runtime.clients.identify(proxyAuthorization: proxyAuth?.value, peer: peer) {
+    case .rejected(let why):
+      record.deny("proxy_auth_required")
+      respond(
+        ErrorResponse(status: 407, code: "proxy_auth_required", message: why),
+        close: !keepOpen, log: record,
+        extraHeaders: [HeaderField(name: "Proxy-Authenticate", value: ClientIdentifier.challenge)])
+      return
+    case .client(let name):
+      record.client = name
+    case .anonymous:
+      break
+    }
+
+    if head.method == "CONNECT" {
+      beginTunnel(head, record: record, runtime: runtime)
+      return
+    }
+    guard let authority = head.authority else {
+      record.deny("bad_request")
+      respond(
+        ErrorResponse(status: 400, code: "bad_request", message: "request has no Host"),
+        close: true, log: record)
+      return
+    }
+    let path = head.pathAndQuery
+    let prepared: PreparedRoute
+    switch runtime.router.decide(
+      method: head.method, host: authority.host, explicitPort: authority.port, path: path,
+      client: record.client)
+    {
+    case .refuse(let status, let code, let reason, let match):
+      record.routeNumber = match?.number
+      let mode = match.map { runtime.config.effectiveMode($0.route) } ?? runtime.config.mode
+      guard mode == .report else {
+        record.deny(code)
+        respond(
+          ErrorResponse(status: status, code: code, message: reason), close: !keepOpen, log: record)
+        return
+      }
+      // Report mode: log what would be denied and let it through (on the matched route, or with
+      // no credential at all when nothing matched).
+      record.report(code)
+      prepared = match.map { runtime.routes[$0.index] } ?? runtime.reportPassthrough
+    case .forward(let match):
+      record.routeNumber = match.number
+      prepared = runtime.routes[match.index]
+    }
+    let route = prepared.route
+    let enforcing = runtime.config.effectiveMode(route) == .enforce
+    let routeIndex = record.routeNumber.map { $0 - 1 }
+
+    if let routeIndex, let limit = route.rate,
+      case .limited(let retryAfter) = runtime.rateLimiter.take(
+        client: record.client, route: routeIndex, limit: limit, now: TokenBroker.now())
+    {
+      if enforcing {
+        record.deny("rate_limited")
+        respond(
+          ErrorResponse(
+            status: 429, code: "rate_limited",
+            message: "route \(record.route) allows \(limit) per client; retry in \(retryAfter) s"),
+          close: !keepOpen, log: record,
+          extraHeaders: [HeaderField(name: "Retry-After", value: String(retryAfter))])
+        return
+      }
+      record.report("rate_limited")
+    }
+    var slot: ConcurrencySlot? = nil
+    if let routeIndex {
+      switch runtime.concurrency.tryAcquire(client: record.client, route: routeIndex) {
+      case .acquired:
+        slot = ConcurrencySlot(runtime.concurrency, client: record.client, route: routeIndex)
+      case .clientLimit(let n), .routeLimit(let n):
+        if enforcing {
+          record.deny("too_many_concurrent")
+          respond(
+            ErrorResponse(
+              status: 503, code: "too_many_concurrent",
+              message:
+                "\(record.client.map { "client \"\($0)\"" } ?? "this client") already has \(n) requests in flight"
+            ),
+            close: !keepOpen, log: record)
+          return
+        }
+        record.report("too_many_concurrent")
+      }
+    }
+
+    let maxBody = route.maxBody ?? runtime.config.maxBody
+    if case .contentLength(let n) = head.framing, n > maxBody {
+      record.deny("body_too_large")
+      respond(
+        ErrorResponse(
+          status: 413, code: "body_too_large",
+          message: "request body of \(n) bytes exceeds the limit of \(maxBody) bytes"),
+        close: true, log: record)
+      return
+    }
+    let port = route.effectivePort(explicitPort: authority.port)
+    let hostForURL = authority.isIPv6 ? "[\(authority.host)]" : authority.host
+    record.scheme = route.upstream.rawValue
+    let dial = DialCheck(
+      policy: runtime.ssrf, route: route, target: HostNormalizer.normalize(authority.host),
+      report: !enforcing)
+    var forward = Forward(
+      head: head, route: route, log: record,
+      origin: "\(route.upstream.rawValue)://\(hostForURL):\(port)",
+      pathAndQuery: path.isEmpty ? "/" : path, maxBody: maxBody, runtime: runtime, dial: dial,
+      slot: slot)
+    switch prepared.auth {
+    case .none:
+      startTransfer(forward, credential: nil)
+    case .header(let name, let value):
+      forward.log.credential = route.auth.secret?.description
+      startTransfer(forward, credential: (name, value))
+    case .unavailable(let why):
+      record.deny("credential_unavailable")
+      respond(
+        ErrorResponse(
+          status: 503, code: "credential_unavailable",
+          message: "route \(record.route) (\(route.name)) has no credential: \(why)"),
+        close: !keepOpen, log: record)
+    case .minted(let credential, let kind, let header):
+      // Tokens go only to HTTPS upstreams; plain http is allowed to loopback (emulators, tests).
+      if route.upstream == .http && !isLoopback(authority.host) {
+        record.deny("insecure_upstream")
+        respond(
+          ErrorResponse(
+            status: 403, code: "insecure_upstream",
+            message:
+              "route \(record.route) would send a token over plain http to \(authority.host)"),
+          close: !keepOpen, log: record)
+        return
+      }
+      forward.log.credential = credential.name
+      let request: TokenRequest
+      switch kind {
+      case .oauth2(let prepared):
+        request = prepared
+      case .oidc(let audience):
+        request = TokenRequest(
+          credential: credential,
+          audience: audience.resolve(
+            upstream: route.upstream, host: authority.host, port: port, pathAndQuery: path))
+      }
+      acquireToken(forward, request: request, header: header)
+    }
+  }
+}

@@ -1,0 +1,267 @@
+import CSystem
+import CredproxyConfig
+import EgressPolicy
+import Glibc
+import GoogleAuth
+import HTTP1
+import Synchronization
+
+/// One request/response with the upstream: the token (if any), the curl transfer, and the
+/// delegate calls that stream both bodies.
+extension ProxyConnection {
+  /// Gets the route's token from the broker: now (cache hit), later (a mint is in flight; the
+  /// connection waits without blocking the loop), or never (503 naming credential and cause).
+  func acquireToken(_ forward: Forward, request: TokenRequest, header: String) {
+    let loop = context.loop
+    let me = LoopBound(self)
+    let acquired = context.broker.acquire(request, context: context) {
+      { result in
+        loop.execute {
+          me.value.tokenArrived(result, forward: forward, request: request, header: header)
+        }
+      }
+    }
+    switch acquired {
+    case .token(let token):
+      startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
+    case .waiting:
+      phase = .awaitingToken
+    case .failed(let message):
+      tokenFailed(forward, message)
+    case .unavailable(let message):
+      tokenFailed(forward, message, code: "credential_unavailable")
+    }
+  }
+
+  func tokenArrived(
+    _ result: Result<MintedToken, MintFailure>, forward: Forward, request: TokenRequest,
+    header: String
+  ) {
+    guard !closed, phase == .awaitingToken else { return }
+    switch result {
+    case .success(let token):
+      startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
+    case .failure(let failure):
+      tokenFailed(forward, "\(request.credentialLabel): \(failure.message)")
+    }
+    if !closed { updateInterest() }
+  }
+
+  func tokenFailed(
+    _ forward: Forward, _ message: String, code: String = "token_unavailable"
+  ) {
+    let head = forward.head
+    exchange = nil
+    respond(
+      ErrorResponse(status: 503, code: code, message: message),
+      close: head.framing != .none || !head.keepAlive, log: forward.log)
+    if !closed { process() }
+  }
+
+  func startTransfer(
+    _ forward: Forward, credential: (name: String, value: String)?,
+    token: (request: TokenRequest, value: MintedToken)? = nil
+  ) {
+    let head = forward.head
+    let route = forward.route
+    var lines = HeaderPolicy.upstreamLines(
+      head.headers, replacing: credential.map { $0.name.lowercased() })
+    if let credential { lines.append(HeaderPolicy.curlLine(credential.name, credential.value)) }
+    let bodyLength: Int64?
+    switch head.framing {
+    case .none: bodyLength = nil
+    case .contentLength(let n): bodyLength = Int64(n)
+    case .chunked: bodyLength = -1
+    }
+    let request = UpstreamRequest(
+      url: forward.origin + forward.pathAndQuery, method: head.method, headerLines: lines,
+      bodyLength: bodyLength, connectTo: route.connectTo?.description,
+      caFile: forward.runtime.caFile, caPath: forward.runtime.caPath,
+      connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs,
+      dialCheck: forward.dial)
+    let ex =
+      exchange
+      ?? Exchange(
+        forward: forward,
+        requestTimeoutMs: route.requestTimeoutMs ?? forward.runtime.config.requestTimeoutMs)
+    ex.token = token
+    // SHA-256 per request only when an audit log will record it.
+    if let token, forward.runtime.audit != nil {
+      ex.log.tokenFingerprint = fingerprint(token.value.value)
+    }
+    if drainRequested || context.draining { ex.keepAlive = false }
+    if head.expectContinue && !ex.sentContinue {
+      output.append("HTTP/1.1 100 Continue\r\n\r\n")
+      ex.sentContinue = true
+    }
+    let transfer = UpstreamTransfer(handle: context.multi.makeEasyHandle(), request: request)
+    transfer.delegate = self
+    transfer.isActive = true
+    ex.transfer = transfer
+    exchange = ex
+    phase = .exchanging
+    context.multi.start(transfer)
+    flush()
+  }
+
+  func resumeUploadIfWaiting() {
+    guard let transfer = exchange?.transfer, transfer.sendPaused, !input.isEmpty else { return }
+    transfer.sendPaused = false
+    context.multi.whileDispatching { transfer.applyPauseState() }
+  }
+
+  func upstreamWantsBody(into buffer: UnsafeMutableRawBufferPointer) -> BodyChunk {
+    guard let ex = exchange else { return .failure }
+    var written = 0
+    decoding: while !ex.body.isComplete && written < buffer.count && !input.isEmpty {
+      let room = buffer.count - written
+      var emitted = 0
+      let result = input.withReadableBytes { bytes in
+        let window = UnsafeRawBufferPointer(rebasing: bytes.prefix(room))
+        return ex.body.decode(window) { data in
+          (buffer.baseAddress! + written + emitted).copyMemory(
+            from: data.baseAddress!, byteCount: data.count)
+          emitted += data.count
+        }
+      }
+      switch result {
+      case .progress(let consumed):
+        input.consume(consumed)
+        written += emitted
+        if consumed == 0 { break decoding }
+      case .done(let consumed):
+        input.consume(consumed)
+        written += emitted
+      case .failed(let e):
+        ex.bodyError = e
+        return .failure
+      }
+    }
+    ex.bytesIn += UInt64(written)
+    if ex.body.isComplete && ex.bodyDoneMs == 0 { ex.bodyDoneMs = EventLoop.nowMs() }
+    if !closed { updateInterest() }
+    if written > 0 { return .bytes(written) }
+    return ex.body.isComplete ? .end : .wait
+  }
+
+  func upstreamDidReceiveHead(status: Int, headers: [HeaderField]) {
+    guard let ex = exchange, !closed else { return }
+    if status == 401, let token = ex.token, shouldRetryWithFreshToken(ex, headers) {
+      // The upstream rejected a token we believed valid (revoked, rotated): drop exactly that
+      // token and try once more with a new one. Only requests we can replay: those without a body.
+      ex.retriedWithFreshToken = true
+      context.broker.cache.evict(token.request.key, value: token.value.value)
+      if let transfer = ex.transfer { context.multi.cancel(transfer) }
+      ex.transfer = nil
+      let forward = ex.forward
+      let header = forward.route.injectedHeaderName ?? "Authorization"
+      context.afterDispatch { [self] in
+        guard !closed, exchange === ex else { return }
+        acquireToken(forward, request: token.request, header: header)
+      }
+      return
+    }
+    ex.status = status
+    var out = HeaderPolicy.clientHeaders(headers)
+    let bodyless = ex.head.method == "HEAD" || status == 204 || status == 304
+    if bodyless {
+      ex.framing = .none
+    } else if headers.contains(where: { HeaderPolicy.nameIs($0.name, "content-length") }) {
+      ex.framing = .contentLength
+    } else if ex.head.version == .http11 {
+      out.append(HeaderField(name: "Transfer-Encoding", value: "chunked"))
+      ex.framing = .chunked
+    } else {
+      ex.framing = .untilClose
+      ex.keepAlive = false
+    }
+    if !ex.keepAlive { out.append(HeaderField(name: "Connection", value: "close")) }
+    output.append(serializeResponseHead(status: status, headers: out))
+    ex.headSent = true
+    // Sent with the first body bytes if they come in this batch, else at its end.
+    context.flushSoon(self)
+  }
+
+  func shouldRetryWithFreshToken(_ ex: Exchange, _ headers: [HeaderField]) -> Bool {
+    guard !ex.retriedWithFreshToken, ex.head.framing == .none else { return false }
+    return headers.contains {
+      HeaderPolicy.nameIs($0.name, "www-authenticate") && $0.value.contains("invalid_token")
+    }
+  }
+
+  func upstreamDidReceiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard let ex = exchange, !closed else { return false }
+    // curl may call with 0 bytes; an empty chunk would end the body.
+    if bytes.isEmpty { return true }
+    if output.count >= Self.outputHighWater { return false }
+    if ex.framing == .chunked {
+      output.append(chunkHeader(bytes.count))
+      output.append(bytes)
+      output.append(crlf)
+    } else {
+      output.append(bytes)
+    }
+    ex.bytesOut += UInt64(bytes.count)
+    // curl usually hands over several pieces per socket event: write them out together at the
+    // end of the batch (one syscall), unless enough is waiting to be worth writing now.
+    if output.count >= Self.outputLowWater { flush() } else { context.flushSoon(self) }
+    return true
+  }
+
+  func upstreamDidFinish(error: UpstreamError?) {
+    guard let ex = exchange, !closed else { return }
+    // Report mode let a refused address be dialled: the audit says so.
+    if ex.transfer?.reportedReason != nil { ex.log.report("blocked_address") }
+    ex.transfer = nil
+    ex.forward.slot?.release()
+    let requestFullyRead = ex.body.isComplete
+    if let bodyError = ex.bodyError {
+      finishWithError(
+        ex,
+        ErrorResponse(
+          status: bodyError.status, code: Self.code(for: bodyError.status),
+          message: bodyError.reason), close: true)
+    } else if let error {
+      finishWithError(
+        ex,
+        ErrorResponse(
+          status: error.status, code: error.kind.rawValue,
+          message: "upstream \(ex.upstream) failed: \(error.message)"),
+        close: !requestFullyRead || !ex.keepAlive)
+    } else {
+      if ex.framing == .chunked { output.append(lastChunk) }
+      logExchange(ex, status: ex.status, error: nil)
+      exchange = nil
+      if ex.framing == .untilClose || !ex.keepAlive || drainRequested {
+        closeWhenFlushed = true
+        phase = .closing
+      } else {
+        phase = .idle
+        lastActivityMs = EventLoop.nowMs()
+      }
+      flush()
+      if !closed {
+        process()
+        if !closed { updateInterest() }
+      }
+    }
+  }
+
+  /// An exchange failed: answer with an error if nothing was sent yet, else cut the connection
+  /// (the client must not take a truncated body for a complete one).
+  func finishWithError(_ ex: Exchange, _ response: ErrorResponse, close: Bool) {
+    exchange = nil
+    ex.forward.slot?.release()
+    if ex.headSent {
+      logExchange(ex, status: ex.status, error: response.code)
+      self.close()
+      return
+    }
+    respond(response, close: close, log: ex.log)
+    if !closed {
+      if !close { phase = .idle }
+      process()
+      if !closed { updateInterest() }
+    }
+  }
+}

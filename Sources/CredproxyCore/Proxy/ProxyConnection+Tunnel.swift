@@ -1,0 +1,134 @@
+import CSystem
+import CredproxyConfig
+import EgressPolicy
+import Glibc
+import GoogleAuth
+import HTTP1
+import Synchronization
+
+/// CONNECT tunnels: a vetted TCP connection, then bytes relayed untouched both ways.
+extension ProxyConnection {
+  /// CONNECT host:port: allowed only on a route with `tunnel`; the bytes that follow are the
+  /// client's TLS, passed through untouched (nothing is injected). The target is resolved and
+  /// vetted (SSRF rules) before a byte is relayed.
+  func beginTunnel(_ head: RequestHead, record start: LogContext, runtime: ProxyRuntime) {
+    var record = start
+    record.scheme = "connect"
+    guard case .authority(let target) = head.target, let port = target.port else {
+      record.deny("bad_request")
+      respond(
+        ErrorResponse(status: 400, code: "bad_request", message: "CONNECT needs host:port"),
+        close: true, log: record)
+      return
+    }
+    let route: Route
+    switch runtime.router.decideTunnel(host: target.host, port: port, client: record.client) {
+    case .refuse(let status, let code, let reason, let match):
+      record.routeNumber = match?.number
+      if let match, runtime.config.effectiveMode(match.route) == .report {
+        record.report(code)
+        route = match.route
+      } else {
+        record.deny(code)
+        respond(
+          ErrorResponse(status: status, code: code, message: reason), close: true, log: record)
+        return
+      }
+    case .forward(let match):
+      record.routeNumber = match.number
+      route = match.route
+    }
+    let dialHost = route.connectTo?.host ?? target.host
+    let dialPort = route.connectTo?.port ?? port
+    let check = DialCheck(
+      policy: runtime.ssrf, route: route, target: HostNormalizer.normalize(target.host),
+      report: runtime.config.effectiveMode(route) == .report)
+    let upstream = TunnelUpstream(loop: context.loop)
+    tunnel = upstream
+    tunnelLog = record
+    phase = .tunnelDialing
+    tunnelDialStartedMs = EventLoop.nowMs()
+    tunnelConnectTimeoutMs = route.connectTimeoutMs ?? runtime.config.connectTimeoutMs
+    upstream.onConnected = { [unowned self] failure in
+      guard !closed, phase == .tunnelDialing else { return }
+      if let failure {
+        tunnel = nil
+        tunnelLog = nil
+        var log = record
+        if failure.status == 403 { log.deny(failure.code) }
+        respond(
+          ErrorResponse(status: failure.status, code: failure.code, message: failure.message),
+          close: true, log: log)
+        return
+      }
+      phase = .tunneling
+      if upstream.dialledDespiteRefusal { tunnelLog?.report("blocked_address") }
+      context.runtime.metrics.tunnelOpened()
+      output.append("HTTP/1.1 200 Connection established\r\n\r\n")
+      upstream.onReadable = { [unowned self] in pumpTunnelDown() }
+      lastActivityMs = EventLoop.nowMs()
+      flush()
+      if !closed { pumpTunnelUp() }
+    }
+    upstream.dial(host: dialHost, port: dialPort) { storage in
+      var copy = storage
+      let ip = withUnsafeBytes(of: &copy) { raw in
+        DialCheck.ipAddress(raw.baseAddress!, length: raw.count)
+      }
+      guard let ip else { return .refuse }
+      if check.refusal(ip) == nil { return .allow }
+      return check.report ? .report : .refuse
+    }
+  }
+
+  /// Client → upstream: what the client sent goes out as is.
+  func pumpTunnelUp() {
+    guard let tunnel, phase == .tunneling else { return }
+    let before = input.count
+    if !tunnel.write(from: input) {
+      endTunnel(clientClosed: false)
+      return
+    }
+    tunnelBytesUp += UInt64(before - input.count)
+    tunnel.updateInterest(clientHasRoom: output.count < Self.outputHighWater)
+  }
+
+  /// Upstream → client, as far as the client keeps up.
+  func pumpTunnelDown() {
+    guard let tunnel, phase == .tunneling, !closed else { return }
+    if tunnel.hasPendingWrite || !input.isEmpty { pumpTunnelUp() }
+    let open = tunnel.readAvailable(limit: Self.outputHighWater)
+    if !tunnel.inbound.isEmpty {
+      tunnelBytesDown += UInt64(tunnel.inbound.count)
+      tunnel.inbound.withReadableBytes { output.append($0) }
+      tunnel.inbound.consume(tunnel.inbound.count)
+      lastActivityMs = EventLoop.nowMs()
+      flush()
+      if closed { return }
+    }
+    if !open {
+      endTunnel(clientClosed: false)
+      return
+    }
+    tunnel.updateInterest(clientHasRoom: output.count < Self.outputHighWater)
+    updateInterest()
+  }
+
+  /// Either side closed (or went idle): log the tunnel and close both, after flushing what the
+  /// upstream sent.
+  func endTunnel(clientClosed: Bool) {
+    guard let log = tunnelLog else {
+      close()
+      return
+    }
+    tunnelLog = nil
+    writeLog(log, status: 200, bytesIn: tunnelBytesUp, bytesOut: tunnelBytesDown, error: nil)
+    if clientClosed || output.isEmpty {
+      close()
+    } else {
+      closeWhenFlushed = true
+      tunnel?.close()
+      flush()
+    }
+  }
+}
