@@ -232,13 +232,7 @@ extension ProxyConnection {
       if ex.framing == .chunked { output.append(lastChunk) }
       logExchange(ex, status: ex.status, error: nil)
       exchange = nil
-      if ex.framing == .untilClose || !ex.keepAlive || drainRequested {
-        closeWhenFlushed = true
-        phase = .closing
-      } else {
-        phase = .idle
-        lastActivityMs = EventLoop.nowMs()
-      }
+      responseQueued(thenClose: ex.framing == .untilClose || !ex.keepAlive || drainRequested)
       flush()
       if !closed {
         process()

@@ -216,6 +216,12 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         LogContext(method: "-", host: "-", path: "-", startedMs: EventLoop.nowMs()),
         status: response.status, bytesIn: 0, bytesOut: 0, error: response.code)
     }
+    responseQueued(thenClose: close)
+    flush()
+  }
+
+  /// A whole response is queued: close once it is written, or wait for the next request.
+  func responseQueued(thenClose close: Bool) {
     if close {
       closeWhenFlushed = true
       phase = .closing
@@ -223,7 +229,6 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       phase = .idle
       lastActivityMs = EventLoop.nowMs()
     }
-    flush()
   }
 
   func flush() {
