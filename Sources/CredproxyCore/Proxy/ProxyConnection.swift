@@ -254,6 +254,11 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       close()
       return
     }
+    if output.isEmpty && phase == .idle {
+      // Between requests a keep-alive connection gives back buffers a large body grew.
+      output.reset()
+      if input.isEmpty { input.reset() }
+    }
     updateInterest()
   }
 
