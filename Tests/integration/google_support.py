@@ -66,6 +66,7 @@ class Seen:
     serverless: dict | None
     status: int
     time: float = field(default_factory=time.monotonic)
+    body_sha256: str = ""
 
     def header(self, name: str) -> list[str]:
         return [v for n, v in self.headers if n.lower() == name.lower()]
@@ -142,8 +143,7 @@ class GoogleUpstream:
 
             def _serve(self):
                 n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
+                data = self.rfile.read(n) if n else b""
                 headers = [(k, v) for k, v in self.headers.items()]
                 auth = upstream.describe(self.headers.get("Authorization"))
                 sls = upstream.describe(self.headers.get(SERVERLESS))
@@ -159,7 +159,8 @@ class GoogleUpstream:
                 if status == 401:
                     extra.append(("WWW-Authenticate", 'Bearer realm="itest", error="invalid_token", '
                                                       'error_description="The access token is invalid"'))
-                seen = Seen(self.command, path, headers, auth, sls, status)
+                seen = Seen(self.command, path, headers, auth, sls, status,
+                            body_sha256=hashlib.sha256(data).hexdigest() if n else "")
                 with upstream._lock:
                     upstream.seen.append(seen)
                 body = json.dumps({"method": self.command, "path": path, "status": status,

@@ -3,6 +3,7 @@ an identity-provider outage, and evict-and-retry-once on a 401 ``invalid_token``
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import pytest
@@ -132,14 +133,31 @@ def test_401_retry_happens_only_once(emu, gup, proxy_factory, genv, pki):
     assert emu.mint_count(email=sa.email) == 2
 
 
-def test_401_on_a_request_with_a_body_is_not_retried(emu, gup, proxy_factory, genv, pki):
+def test_401_on_a_small_body_replays_the_kept_body(emu, gup, proxy_factory, genv, pki):
+    """A body small enough to keep (up to 64 KiB) is safe to replay: one retry, same bytes."""
     sa, px = _sa_proxy(emu, gup, proxy_factory, genv, pki)
     first = fetch_json(px, gup.url("/protected/warm"))["authorization"]
     emu.registry.revoke(_token_for(emu, first["fingerprint"]))
+    payload = b"small payload, kept and replayed " * 100
     r = fetch(px, gup.url("/protected/post"), [("Content-Type", "text/plain")], method="POST",
-              body=b"payload that cannot be replayed")
+              body=payload)
+    assert r.status == 200, (r, px.stderr_text()[-2000:])
+    seen = gup.matching("/protected/post")
+    assert [s.status for s in seen] == [401, 200], seen
+    digest = hashlib.sha256(payload).hexdigest()
+    assert [s.body_sha256 for s in seen] == [digest, digest], "the retry must carry the same body"
+    assert seen[0].authorization["fingerprint"] != seen[1].authorization["fingerprint"]
+
+
+def test_401_on_a_large_body_is_not_retried(emu, gup, proxy_factory, genv, pki):
+    """A body too large to keep was streamed, not kept: it cannot be replayed, so no retry."""
+    sa, px = _sa_proxy(emu, gup, proxy_factory, genv, pki)
+    first = fetch_json(px, gup.url("/protected/warm-large"))["authorization"]
+    emu.registry.revoke(_token_for(emu, first["fingerprint"]))
+    r = fetch(px, gup.url("/protected/post-large"), [("Content-Type", "application/octet-stream")],
+              method="POST", body=b"x" * (64 * 1024 + 1))
     assert r.status == 401, r
-    assert len(gup.matching("/protected/post")) == 1
+    assert len(gup.matching("/protected/post-large")) == 1
 
 
 def test_expired_cached_token_is_never_injected(emu, gup, proxy_factory, genv, pki):

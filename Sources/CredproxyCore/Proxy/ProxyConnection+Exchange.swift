@@ -85,6 +85,13 @@ extension ProxyConnection {
         forward: forward,
         requestTimeoutMs: route.requestTimeoutMs ?? forward.runtime.config.requestTimeoutMs)
     ex.token = token
+    // A small body on a minted-token route is kept, so a 401 invalid_token can be retried.
+    if token != nil, ex.keptBody == nil, ex.bytesIn == 0,
+      case .contentLength(let n) = head.framing, n <= Exchange.keptBodyLimit
+    {
+      ex.keptBody = []
+      ex.keptBody!.reserveCapacity(Int(n))
+    }
     // SHA-256 per request only when an audit log will record it.
     if let token, forward.runtime.audit != nil {
       ex.log.tokenFingerprint = fingerprint(token.value.value)
@@ -112,6 +119,16 @@ extension ProxyConnection {
 
   func upstreamWantsBody(into buffer: UnsafeMutableRawBufferPointer) -> BodyChunk {
     guard let ex = exchange else { return .failure }
+    if let offset = ex.replayOffset, let kept = ex.keptBody {
+      // The retry after a 401 sends the body we kept from the first attempt.
+      let n = min(buffer.count, kept.count - offset)
+      if n == 0 { return .end }
+      kept.withUnsafeBytes {
+        buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n)
+      }
+      ex.replayOffset = offset + n
+      return .bytes(n)
+    }
     var written = 0
     decoding: while !ex.body.isComplete && written < buffer.count && !input.isEmpty {
       let room = buffer.count - written
@@ -138,6 +155,9 @@ extension ProxyConnection {
       }
     }
     ex.bytesIn += UInt64(written)
+    if written > 0 && ex.keptBody != nil {
+      ex.keptBody!.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<written]))
+    }
     if ex.body.isComplete && ex.bodyDoneMs == 0 { ex.bodyDoneMs = EventLoop.nowMs() }
     if !closed { updateInterest() }
     if written > 0 { return .bytes(written) }
@@ -148,8 +168,10 @@ extension ProxyConnection {
     guard let ex = exchange, !closed else { return }
     if status == 401, let token = ex.token, shouldRetryWithFreshToken(ex, headers) {
       // The upstream rejected a token we believed valid (revoked, rotated): drop exactly that
-      // token and try once more with a new one. Only requests we can replay: those without a body.
+      // token and try once more with a new one. Only requests we can replay: those without a
+      // body, or whose small body we kept whole.
       ex.retriedWithFreshToken = true
+      if ex.keptBody != nil { ex.replayOffset = 0 }
       context.broker.cache.evict(token.request.key, value: token.value.value)
       if let transfer = ex.transfer { context.multi.cancel(transfer) }
       ex.transfer = nil
@@ -183,7 +205,10 @@ extension ProxyConnection {
   }
 
   func shouldRetryWithFreshToken(_ ex: Exchange, _ headers: [HeaderField]) -> Bool {
-    guard !ex.retriedWithFreshToken, ex.head.framing == .none else { return false }
+    guard !ex.retriedWithFreshToken else { return false }
+    guard ex.head.framing == .none || (ex.keptBody != nil && ex.body.isComplete) else {
+      return false
+    }
     return headers.contains {
       HeaderPolicy.nameIs($0.name, "www-authenticate") && $0.value.contains("invalid_token")
     }

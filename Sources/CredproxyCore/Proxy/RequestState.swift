@@ -126,6 +126,11 @@ final class Exchange {
   /// The minted token this attempt carries, so a 401 `invalid_token` can evict exactly it.
   var token: (request: TokenRequest, value: MintedToken)?
   var retriedWithFreshToken = false
+  /// Request bodies up to this size are kept on minted-token routes so a retry can replay them.
+  static let keptBodyLimit: UInt64 = 64 * 1024
+  var keptBody: [UInt8]?
+  /// While replaying `keptBody` to the retry: how much was sent.
+  var replayOffset: Int?
   var status = 0
   var bytesIn: UInt64 = 0
   var bytesOut: UInt64 = 0
