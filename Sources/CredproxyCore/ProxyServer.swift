@@ -33,7 +33,7 @@ public final class ProxyServer: @unchecked Sendable {
       throw ServerError(message: error.description)
     }
     runtime = first
-    broker = TokenBroker(credentials: first.credentials)
+    broker = TokenBroker()
     broker.metrics.withLock { $0 = first.metrics }
     self.loopCount = max(1, loopCount)
     state = ProxyState(runtime: first, broker: broker, denials: denials)

@@ -182,11 +182,10 @@ enum AdminPages {
     let entries = state.broker.cache.snapshot()
     for name in runtime.credentials.keys.sorted() {
       let mine = entries.filter { $0.key.credential == name }
-      let counts = state.broker.counters.snapshot()[name]
       if let failing = mine.first(where: { $0.lastError != nil && $0.consecutiveFailures > 0 }) {
         lines.append("credential \(name): failing: \(failing.lastError!)")
       } else if mine.contains(where: { $0.fingerprint != nil }) {
-        lines.append("credential \(name): ok (\(counts?.mints ?? 0) mints)")
+        lines.append("credential \(name): ok (token cached)")
       } else {
         lines.append("credential \(name): no token minted yet")
       }

@@ -49,14 +49,8 @@ final class TokenBroker: Sendable {
   }
 
   let cache = TokenCache()
-  let credentials: [String: MintingCredential]
-  let counters = TokenCounters()
   /// The current config's metrics (replaced on reload).
   let metrics = Mutex<Metrics?>(nil)
-
-  init(credentials: [String: MintingCredential]) {
-    self.credentials = credentials
-  }
 
   static func now() -> Double { Date().timeIntervalSince1970 }
 
@@ -95,13 +89,11 @@ final class TokenBroker: Sendable {
   func finish(_ request: TokenRequest, result: Result<MintedToken, TokenEndpointError>) {
     switch result {
     case .success(let token):
-      counters.minted(request.credential.name)
       metrics.withLock { $0 }?.tokenMinted(credential: request.credential.name)
       Log.info(
         "minted \(token.kind.rawValue) for \(request.key) fingerprint=\(fingerprint(token.value))"
           + " expires_in=\(Int(token.expiresAt - Self.now()))s")
     case .failure(let error):
-      counters.failed(request.credential.name)
       metrics.withLock { $0 }?.tokenMintFailed(credential: request.credential.name)
       Log.info("token mint failed for \(request.key): \(error)")
     }
@@ -110,17 +102,4 @@ final class TokenBroker: Sendable {
       refreshWindow: request.credential.refreshWindowSeconds)
     wakeup.wakeAll()
   }
-}
-
-/// Per-credential counts of mints, failures and cache hits (for logs and metrics).
-final class TokenCounters: Sendable {
-  struct Counts: Sendable {
-    var mints = 0
-    var failures = 0
-  }
-  private let counts = Mutex<[String: Counts]>([:])
-
-  func minted(_ name: String) { counts.withLock { $0[name, default: Counts()].mints += 1 } }
-  func failed(_ name: String) { counts.withLock { $0[name, default: Counts()].failures += 1 } }
-  func snapshot() -> [String: Counts] { counts.withLock { $0 } }
 }

@@ -46,7 +46,7 @@ public enum TokenProbe {
           pathAndQuery: target.pathAndQuery))
     }
 
-    let broker = TokenBroker(credentials: runtime.credentials)
+    let broker = TokenBroker()
     let loop = EventLoop(index: 0)
     let outcome = Mutex<Result<MintedToken, MintFailure>?>(nil)
     let done = DispatchSemaphore(value: 0)
