@@ -119,7 +119,7 @@ extension ProxyConnection {
     let hostForURL = authority.isIPv6 ? "[\(authority.host)]" : authority.host
     record.scheme = route.upstream.rawValue
     let dial = DialCheck(
-      policy: runtime.ssrf, route: route, target: HostNormalizer.normalize(authority.host),
+      policy: runtime.ssrf, route: route, host: authority.host,
       report: !enforcing)
     var forward = Forward(
       head: head, route: route, log: record,

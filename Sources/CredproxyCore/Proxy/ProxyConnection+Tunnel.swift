@@ -41,7 +41,7 @@ extension ProxyConnection {
     let dialHost = route.connectTo?.host ?? target.host
     let dialPort = route.connectTo?.port ?? port
     let check = DialCheck(
-      policy: runtime.ssrf, route: route, target: HostNormalizer.normalize(target.host),
+      policy: runtime.ssrf, route: route, host: target.host,
       report: runtime.config.effectiveMode(route) == .report)
     let upstream = TunnelUpstream(loop: context.loop)
     tunnel = upstream

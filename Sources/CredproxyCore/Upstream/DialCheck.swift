@@ -5,23 +5,20 @@ import Glibc
 /// SSRF rules applied to the address curl is about to connect to (CURLOPT_OPENSOCKETFUNCTION):
 /// the decision is made on the host actually dialled, after DNS, so a public name that resolves to
 /// 127.0.0.1 or 169.254.169.254 is caught, and the checked address is the one used (no rebinding).
-final class DialCheck: Sendable {
+///
+/// Built per request but consulted only when curl opens a new connection (reused connections were
+/// vetted when opened), so the host is normalised there, not on every request.
+struct DialCheck: Sendable {
   let policy: SSRFPolicy
   let route: Route
-  let target: NormalizedHost
+  /// The host as the caller named it.
+  let host: String
   /// Report mode: log a refusal, dial anyway.
   let report: Bool
 
-  init(policy: SSRFPolicy, route: Route, target: NormalizedHost, report: Bool) {
-    self.policy = policy
-    self.route = route
-    self.target = target
-    self.report = report
-  }
-
   /// Why `address` may not be dialled, or nil.
   func refusal(_ address: IPAddress) -> String? {
-    policy.refusal(address: address, route: route, targetHost: target)
+    policy.refusal(address: address, route: route, targetHost: HostNormalizer.normalize(host))
   }
 
   /// The IP of a socket address (`sockaddr_in` / `sockaddr_in6` bytes).
