@@ -27,32 +27,22 @@ final class ProxyState: Sendable {
 
 /// The admin listener (`admin ADDR:PORT [token SECRET]`), on its own port so `/healthz` can never
 /// collide with a proxied path. One request per connection; loop 0 serves it.
-final class AdminListener: EventHandler {
-  let fd: Int32
+final class AdminListener {
   let state: ProxyState
   /// `Authorization: Bearer <token>` required when set.
   let token: String?
   unowned let loop: EventLoop
+  private var acceptor: Listener?
 
   init(fd: Int32, state: ProxyState, token: String?, loop: EventLoop) {
-    self.fd = fd
     self.state = state
     self.token = token
     self.loop = loop
-    loop.register(fd, events: EPOLLIN.rawValue, handler: self)
-  }
-
-  func stop() {
-    loop.unregister(fd)
-    close(fd)
-  }
-
-  func handleEvents(fd: Int32, events: UInt32) {
-    for _ in 0..<16 {
-      let client = accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
-      if client < 0 { return }
+    let acceptor = Listener(fd: fd, loop: loop) { [unowned self] client, _ in
       AdminConnection(fd: client, listener: self).start()
     }
+    acceptor.start()
+    self.acceptor = acceptor
   }
 }
 

@@ -1,26 +1,25 @@
 import CSystem
-import CredproxyConfig
 import Glibc
 
-/// Accepts connections on one listening socket and hands them to its loop.
+/// Accepts connections on one listening socket and hands each to `onAccept`, on the loop's thread.
+/// Used by the proxy listeners and the admin listener alike.
 final class Listener: EventHandler {
   let fd: Int32
-  /// Set for `listen … tls CERT KEY`: connections speak TLS to us (HTTPS proxy).
-  let tls: TLSServerContext?
-  unowned let context: LoopContext
+  unowned let loop: EventLoop
+  private let onAccept: (Int32, sockaddr_storage) -> Void
 
-  init(fd: Int32, tls: TLSServerContext?, context: LoopContext) {
+  init(fd: Int32, loop: EventLoop, onAccept: @escaping (Int32, sockaddr_storage) -> Void) {
     self.fd = fd
-    self.tls = tls
-    self.context = context
+    self.loop = loop
+    self.onAccept = onAccept
   }
 
   func start() {
-    context.loop.register(fd, events: EPOLLIN.rawValue, handler: self)
+    loop.register(fd, events: EPOLLIN.rawValue, handler: self)
   }
 
   func stop() {
-    context.loop.unregister(fd)
+    loop.unregister(fd)
     close(fd)
   }
 
@@ -43,10 +42,7 @@ final class Listener: EventHandler {
       }
       var one: Int32 = 1
       setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-      let peer =
-        withUnsafeBytes(of: &storage) { DialCheck.ipAddress($0.baseAddress!, length: $0.count) }
-        ?? IPAddress(ipv4: 0)
-      context.accept(client, address: Socket.describe(storage), peer: peer, tls: tls)
+      onAccept(client, storage)
     }
   }
 }

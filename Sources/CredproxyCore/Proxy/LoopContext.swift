@@ -29,7 +29,11 @@ final class LoopContext {
     self.broker = broker
     self.denials = denials
     multi = CurlMulti(loop: loop)
-    listeners = listenFDs.map { Listener(fd: $0.fd, tls: $0.tls, context: self) }
+    listeners = listenFDs.map { socket in
+      Listener(fd: socket.fd, loop: loop) { [unowned self] fd, address in
+        accept(fd, address: address, tls: socket.tls)
+      }
+    }
     for l in listeners { l.start() }
     loop.onTick = { [unowned self] now in self.tick(now) }
     loop.onBatchEnd = { [unowned self] in self.flushPending() }
@@ -67,9 +71,13 @@ final class LoopContext {
   /// Connections still open (the main thread waits for this to reach zero when draining).
   let openConnections = Mutex<Int>(0)
 
-  func accept(_ fd: Int32, address: String, peer: IPAddress, tls: TLSServerContext?) {
+  func accept(_ fd: Int32, address: sockaddr_storage, tls: TLSServerContext?) {
+    var storage = address
+    let peer =
+      withUnsafeBytes(of: &storage) { DialCheck.ipAddress($0.baseAddress!, length: $0.count) }
+      ?? IPAddress(ipv4: 0)
     let c = ProxyConnection(
-      fd: fd, clientAddress: address, peer: peer, tls: tls, context: self)
+      fd: fd, clientAddress: Socket.describe(address), peer: peer, tls: tls, context: self)
     runtime.metrics.connectionOpened()
     connections[ObjectIdentifier(c)] = c
     openConnections.withLock { $0 = connections.count }
