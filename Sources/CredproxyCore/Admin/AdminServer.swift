@@ -117,16 +117,11 @@ final class AdminConnection: EventHandler {
   private func respond(
     status: Int, type: String, body: String, head: RequestHead? = nil, extra: [HeaderField] = []
   ) {
-    let bytes = Array(body.utf8)
-    let headers =
-      [
-        HeaderField(name: "Content-Type", value: type),
-        HeaderField(name: "Content-Length", value: String(bytes.count)),
-        HeaderField(name: "Cache-Control", value: "no-store"),
-        HeaderField(name: "Connection", value: "close"),
-      ] + extra
-    output.append(serializeResponseHead(status: status, headers: headers))
-    if head?.method != "HEAD" { output.append(bytes) }
+    output.append(
+      madeResponse(
+        status: status, contentType: type, body: body,
+        headers: [HeaderField(name: "Cache-Control", value: "no-store")] + extra, close: true,
+        includeBody: head?.method != "HEAD"))
     flush()
   }
 

@@ -1,6 +1,23 @@
 import HTTP1
 
-/// A response credproxy makes itself: short text/plain body, one line a caller can act on, and an
+/// A whole response credproxy makes itself (errors, admin pages): the head with Content-Type and
+/// Content-Length, then the body (left out for HEAD).
+func madeResponse(
+  status: Int, contentType: String, body: String, headers extra: [HeaderField] = [],
+  close: Bool, includeBody: Bool = true
+) -> [UInt8] {
+  let bytes = Array(body.utf8)
+  var headers = [
+    HeaderField(name: "Content-Type", value: contentType),
+    HeaderField(name: "Content-Length", value: String(bytes.count)),
+  ]
+  headers += extra
+  if close { headers.append(HeaderField(name: "Connection", value: "close")) }
+  let head = serializeResponseHead(status: status, headers: headers)
+  return includeBody ? head + bytes : head
+}
+
+/// An error credproxy answers with: short text/plain body, one line a caller can act on, and an
 /// `X-Credproxy-Error` code a script can test for.
 struct ErrorResponse {
   var status: Int
@@ -8,14 +25,8 @@ struct ErrorResponse {
   var message: String
 
   func serialized(close: Bool, extraHeaders: [HeaderField] = []) -> [UInt8] {
-    let body = Array("credproxy: \(message)\n".utf8)
-    var headers = [
-      HeaderField(name: "Content-Type", value: "text/plain; charset=utf-8"),
-      HeaderField(name: "Content-Length", value: String(body.count)),
-      HeaderField(name: "X-Credproxy-Error", value: code),
-    ]
-    headers += extraHeaders
-    if close { headers.append(HeaderField(name: "Connection", value: "close")) }
-    return serializeResponseHead(status: status, headers: headers) + body
+    madeResponse(
+      status: status, contentType: "text/plain; charset=utf-8", body: "credproxy: \(message)\n",
+      headers: [HeaderField(name: "X-Credproxy-Error", value: code)] + extraHeaders, close: close)
   }
 }
