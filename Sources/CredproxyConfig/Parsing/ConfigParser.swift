@@ -377,7 +377,7 @@ private struct ParseSession {
   mutating func secureURL(_ t: Token, what: String) -> String? {
     do {
       let u = try URLParts.parse(t.text)
-      if u.scheme == "http" && !IPText.isLoopback(u.host) {
+      if !u.isSafeForCredentials {
         error(
           t,
           "\(what) must use https unless its host is loopback (127.0.0.0/8, ::1, localhost); expected https://…"

@@ -7,9 +7,12 @@ public struct TargetURL: Sendable {
   public let port: Int?
   /// Never empty (`/` at least); no fragment.
   public let pathAndQuery: String
+  /// Credentials may travel to it: https, or plain http to a loopback host.
+  public let isSafeForCredentials: Bool
 
   public init?(_ text: String) {
     guard let parts = try? URLParts.parse(text) else { return nil }
+    isSafeForCredentials = parts.isSafeForCredentials
     scheme = parts.scheme
     host = parts.host
     isIPv6 = parts.isIPv6
@@ -17,3 +20,12 @@ public struct TargetURL: Sendable {
     pathAndQuery = parts.pathAndQuery
   }
 }
+
+extension URLParts {
+  /// The one rule for where tokens, assertions and secrets may be sent: https, or plain http to a
+  /// loopback host (local emulators and tests).
+  var isSafeForCredentials: Bool { scheme == "https" || IPText.isLoopback(host) }
+}
+
+/// 127.0.0.0/8, ::1 or localhost.
+public func isLoopbackHost(_ host: String) -> Bool { IPText.isLoopback(host) }

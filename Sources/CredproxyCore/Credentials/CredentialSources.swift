@@ -144,11 +144,7 @@ final class MintingCredential: Sendable {
   /// Credentials (assertions, refresh tokens, bearer tokens) only travel over HTTPS, except to a
   /// loopback emulator. Returns why `url` is refused, or nil.
   static func insecureEndpoint(_ url: String, _ field: String) -> String? {
-    let lower = url.lowercased()
-    if lower.hasPrefix("https://") { return nil }
-    if lower.hasPrefix("http://"), let target = TargetURL(url), isLoopback(target.host) {
-      return nil
-    }
+    if let target = TargetURL(url), target.isSafeForCredentials { return nil }
     return
       "\(field) \(url) must be an https:// URL (plain http only to loopback): credentials would cross the network in clear"
   }

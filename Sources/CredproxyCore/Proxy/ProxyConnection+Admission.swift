@@ -141,7 +141,7 @@ extension ProxyConnection {
         close: !keepOpen, log: record)
     case .minted(let credential, let kind, let header):
       // Tokens go only to HTTPS upstreams; plain http is allowed to loopback (emulators, tests).
-      if route.upstream == .http && !isLoopback(authority.host) {
+      if route.upstream == .http && !isLoopbackHost(authority.host) {
         record.deny("insecure_upstream")
         respond(
           ErrorResponse(

@@ -145,8 +145,3 @@ final class Exchange {
     if body.isComplete { bodyDoneMs = forward.log.startedMs }
   }
 }
-
-/// Loopback targets may receive tokens over plain http (local emulators and tests).
-func isLoopback(_ host: String) -> Bool {
-  host == "localhost" || host.hasPrefix("127.") || host == "::1"
-}
