@@ -127,9 +127,3 @@ enum Socket {
     }
   }
 }
-
-/// A NUL-terminated C character array as a String.
-func cString(_ chars: [CChar]) -> String {
-  let bytes = chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
-  return String(decoding: bytes, as: UTF8.self)
-}

@@ -85,11 +85,6 @@ struct UpstreamError: Error {
   }
 }
 
-func cString(_ p: UnsafePointer<CChar>?) -> String {
-  guard let p else { return "" }
-  return String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p)), as: UTF8.self)
-}
-
 /// One request/response exchange with an upstream, on one easy handle (after swift-corelibs-
 /// foundation's EasyHandle: the handle's callbacks are C functions that find this object again
 /// through CURLOPT_PRIVATE / the user-data pointers).
