@@ -34,6 +34,14 @@ static inline CURLcode cp_easy_setopt_opensocket_cb(CURL *h, cp_opensocket_callb
 }
 static const curl_socket_t CP_SOCKET_BAD = CURL_SOCKET_BAD;
 
+/* Called for every request, on a new or a reused connection, with the address it is on. */
+typedef int (*cp_prereq_callback)(void *, char *, char *, int, int);
+static inline CURLcode cp_easy_setopt_prereq_cb(CURL *h, cp_prereq_callback cb) {
+  return curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, cb);
+}
+static const int CP_PREREQFUNC_OK = CURL_PREREQFUNC_OK;
+static const int CP_PREREQFUNC_ABORT = CURL_PREREQFUNC_ABORT;
+
 typedef int (*cp_socket_callback)(CURL *, curl_socket_t, int, void *, void *);
 typedef int (*cp_timer_callback)(CURLM *, long, void *);
 static inline CURLMcode cp_multi_setopt_long(CURLM *m, CURLMoption o, long v) {

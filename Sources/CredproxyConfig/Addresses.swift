@@ -77,6 +77,13 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
 
   public var isIPv4: Bool { family == .v4 }
 
+  /// 127.0.0.0/8 or ::1 (also as IPv4-mapped): traffic to it never leaves this host.
+  public var isLoopback: Bool {
+    let a = unmapped
+    if let v4 = a.ipv4 { return v4 >> 24 == 127 }
+    return a.high == 0 && a.low == 1
+  }
+
   /// `::ffff:a.b.c.d` as the IPv4 address `a.b.c.d`; anything else unchanged.
   public var unmapped: IPAddress {
     if family == .v6 && high == 0 && low >> 32 == 0xFFFF {

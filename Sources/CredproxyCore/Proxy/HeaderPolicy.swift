@@ -12,20 +12,25 @@ enum HeaderPolicy {
     "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
     "upgrade", "transfer-encoding", "content-length", "host", "expect",
   ]
-  /// Never forwarded to the client.
+  /// Never forwarded to the client. The framing fields are read by `UpstreamHeadReader` and
+  /// replaced by the framing credproxy computes; a `Connection`-named field cannot remove those.
   static let responseDrop: [String] = [
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
-    "upgrade", "transfer-encoding",
+    "upgrade", "transfer-encoding", "content-length",
   ]
 
   /// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII).
   @inline(__always)
-  static func nameIs(_ name: String, _ lowercase: String) -> Bool {
-    // Lengths first: almost every comparison ends here.
-    guard name.utf8.count == lowercase.utf8.count else { return false }
-    for (c, l) in zip(name.utf8, lowercase.utf8) {
-      let folded = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
-      if folded != l { return false }
+  static func nameIs(_ name: String, _ lowercase: String) -> Bool { fieldNameIs(name, lowercase) }
+
+  /// `name` is `injected` once case and `_`/`-` are folded: `X_Api_Key` is `X-Api-Key` to CGI
+  /// and WSGI servers, which would merge a caller's copy into the injected credential.
+  static func spellsSameField(_ name: String, _ injected: String) -> Bool {
+    guard name.utf8.count == injected.utf8.count else { return false }
+    for (c, l) in zip(name.utf8, injected.utf8) {
+      var folded = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
+      if folded == 0x5F { folded = 0x2D }
+      if folded != (l == 0x5F ? 0x2D : l) { return false }
     }
     return true
   }
@@ -55,7 +60,7 @@ enum HeaderPolicy {
     var sawAccept = false
     for h in headers {
       if isListed(h.name, in: requestDrop) { continue }
-      if let injected, nameIs(h.name, injected) { continue }
+      if let injected, spellsSameField(h.name, injected) { continue }
       if !named.isEmpty && isListed(h.name, in: named) { continue }
       if !sawAccept && nameIs(h.name, "accept") { sawAccept = true }
       lines.append(curlLine(h.name, h.value))

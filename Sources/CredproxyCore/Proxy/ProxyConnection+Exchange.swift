@@ -73,12 +73,16 @@ extension ProxyConnection {
     case .contentLength(let n): bodyLength = Int64(n)
     case .chunked: bodyLength = -1
     }
+    // `OPTIONS *` asks about the server itself: the URL gets a path, the request line keeps
+    // the asterisk.
+    let asksServer = forward.asksServerOptions
     let request = UpstreamRequest(
-      url: forward.origin + forward.pathAndQuery, method: head.method, headerLines: lines,
-      bodyLength: bodyLength, connectTo: route.connectTo?.description,
+      url: forward.origin + (asksServer ? "/" : forward.pathAndQuery), method: head.method,
+      headerLines: lines, bodyLength: bodyLength, connectTo: route.connectTo?.description,
       caFile: forward.runtime.caFile, caPath: forward.runtime.caPath,
       connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs,
-      dialCheck: forward.dial)
+      dialCheck: forward.dial, requestTarget: asksServer ? "*" : nil,
+      credentialNeedsLoopback: token != nil && route.upstream == .http)
     let ex =
       exchange
       ?? Exchange(
@@ -164,7 +168,9 @@ extension ProxyConnection {
     return ex.body.isComplete ? .end : .wait
   }
 
-  func upstreamDidReceiveHead(status: Int, headers: [HeaderField]) {
+  func upstreamDidReceiveHead(
+    status: Int, headers: [HeaderField], framing upstreamFraming: ResponseBodyFraming
+  ) {
     guard let ex = exchange, !closed else { return }
     if status == 401, let token = ex.token, shouldRetryWithFreshToken(ex, headers) {
       // The upstream rejected a token we believed valid (revoked, rotated): drop exactly that
@@ -184,19 +190,28 @@ extension ProxyConnection {
       return
     }
     ex.status = status
+    // The upstream's framing headers were dropped with the hop-by-hop ones: what the caller
+    // sees is computed here, from what will actually be forwarded.
     var out = HeaderPolicy.clientHeaders(headers)
-    let bodyless = ex.head.method == "HEAD" || status == 204 || status == 304
-    if bodyless {
+    switch upstreamFraming {
+    case .none(let advertised):
       ex.framing = .none
-    } else if headers.contains(where: { HeaderPolicy.nameIs($0.name, "content-length") }) {
-      ex.framing = .contentLength
-    } else if ex.head.version == .http11 {
+      if let advertised {
+        out.append(HeaderField(name: "Content-Length", value: String(advertised)))
+      }
+    case .length(let n):
+      ex.framing = .contentLength(n)
+      out.append(HeaderField(name: "Content-Length", value: String(n)))
+    case .unknown where ex.head.version == .http11:
       out.append(HeaderField(name: "Transfer-Encoding", value: "chunked"))
       ex.framing = .chunked
-    } else {
+    case .unknown:
       ex.framing = .untilClose
       ex.keepAlive = false
     }
+    // An answer that comes before the whole request body was read: the rest of that body is
+    // still on the connection and must never be parsed as a request, so this is the last answer.
+    if !ex.body.isComplete { ex.keepAlive = false }
     if !ex.keepAlive { out.append(HeaderField(name: "Connection", value: "close")) }
     output.append(serializeResponseHead(status: status, headers: out))
     ex.headSent = true
@@ -219,11 +234,18 @@ extension ProxyConnection {
     // curl may call with 0 bytes; an empty chunk would end the body.
     if bytes.isEmpty { return true }
     if output.count >= Self.outputHighWater { return false }
-    if ex.framing == .chunked {
+    switch ex.framing {
+    case .chunked:
       output.append(chunkHeader(bytes.count))
       output.append(bytes)
       output.append(crlf)
-    } else {
+    case .contentLength(let n) where ex.bytesOut + UInt64(bytes.count) > n:
+      // More than the length we announced: the excess would be read as the next response.
+      ex.overran = true
+      return false
+    case .none:
+      return true  // no body may follow this head; curl should not hand one over
+    default:
       output.append(bytes)
     }
     ex.bytesOut += UInt64(bytes.count)
@@ -240,7 +262,14 @@ extension ProxyConnection {
     ex.transfer = nil
     ex.forward.slot?.release()
     let requestFullyRead = ex.body.isComplete
-    if let bodyError = ex.bodyError {
+    if ex.overran || !ex.framing.isComplete(after: ex.bytesOut) {
+      finishWithError(
+        ex,
+        ErrorResponse(
+          status: 502, code: UpstreamError.Kind.protocolError.rawValue,
+          message: "upstream \(ex.upstream) sent a body of another length than it announced"),
+        close: true)
+    } else if let bodyError = ex.bodyError {
       finishWithError(
         ex,
         ErrorResponse(
@@ -252,12 +281,16 @@ extension ProxyConnection {
         ErrorResponse(
           status: error.status, code: error.kind.rawValue,
           message: "upstream \(ex.upstream) failed: \(error.message)"),
-        close: !requestFullyRead || !ex.keepAlive)
+        // After a protocol error nothing more can be trusted on either connection.
+        close: !requestFullyRead || !ex.keepAlive || error.kind == .protocolError)
     } else {
       if ex.framing == .chunked { output.append(lastChunk) }
       logExchange(ex, status: ex.status, error: nil)
       exchange = nil
-      responseQueued(thenClose: ex.framing == .untilClose || !ex.keepAlive || drainRequested)
+      // Unread request body bytes must never be parsed as a request: close after this answer.
+      responseQueued(
+        thenClose: ex.framing == .untilClose || !ex.keepAlive || drainRequested
+          || !requestFullyRead)
       flush()
       if !closed {
         process()
@@ -276,7 +309,8 @@ extension ProxyConnection {
       self.close()
       return
     }
-    respond(response, close: close, log: ex.log)
+    // What left for the upstream is counted even when it then failed.
+    respond(response, close: close, log: ex.log, bytesIn: ex.bytesIn)
     if !closed {
       if !close { phase = .idle }
       process()

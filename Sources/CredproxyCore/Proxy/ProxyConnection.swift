@@ -205,12 +205,12 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   func respond(
     _ response: ErrorResponse, close requested: Bool, log: LogContext?,
-    extraHeaders: [HeaderField] = []
+    extraHeaders: [HeaderField] = [], bytesIn: UInt64 = 0
   ) {
     let close = requested || drainRequested
     output.append(response.serialized(close: close, extraHeaders: extraHeaders))
     if let log {
-      writeLog(log, status: response.status, bytesIn: 0, bytesOut: 0, error: response.code)
+      writeLog(log, status: response.status, bytesIn: bytesIn, bytesOut: 0, error: response.code)
     } else {
       writeLog(
         LogContext(method: "-", host: "-", path: "-", startedMs: EventLoop.nowMs()),

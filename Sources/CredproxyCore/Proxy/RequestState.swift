@@ -104,11 +104,22 @@ struct Forward {
   /// SSRF rules for the address curl dials.
   let dial: DialCheck
   let slot: ConcurrencySlot?
+
+  /// `OPTIONS *`: a question about the server, not about a resource.
+  var asksServerOptions: Bool { head.target == .asterisk }
 }
 
 /// The state of one request/response on a connection.
 final class Exchange {
-  enum ResponseFraming { case none, contentLength, chunked, untilClose }
+  enum ResponseFraming: Equatable {
+    case none, contentLength(UInt64), chunked, untilClose
+
+    /// Whether a body of `sent` bytes is the whole body this framing announced.
+    func isComplete(after sent: UInt64) -> Bool {
+      if case .contentLength(let n) = self { return sent == n }
+      return true
+    }
+  }
 
   let forward: Forward
   var head: RequestHead { forward.head }
@@ -122,6 +133,8 @@ final class Exchange {
   var bodyDoneMs: Int64 = 0
   var framing = ResponseFraming.none
   var headSent = false
+  /// The upstream sent more body than its Content-Length: the connection must close.
+  var overran = false
   var sentContinue = false
   /// The minted token this attempt carries, so a 401 `invalid_token` can evict exactly it.
   var token: (request: TokenRequest, value: MintedToken)?

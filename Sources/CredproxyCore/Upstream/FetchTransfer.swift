@@ -53,7 +53,9 @@ final class FetchTransfer: UpstreamTransferDelegate {
 
   private var selfReference: FetchTransfer?
 
-  func upstreamDidReceiveHead(status: Int, headers: [HeaderField]) {
+  func upstreamDidReceiveHead(
+    status: Int, headers: [HeaderField], framing: ResponseBodyFraming
+  ) {
     self.status = status
     self.headers = headers.map { ($0.name, $0.value) }
   }

@@ -1,5 +1,6 @@
 import CCurl
 import CSystem
+import CredproxyConfig
 import Glibc
 import HTTP1
 
@@ -21,11 +22,16 @@ struct UpstreamRequest {
   var totalTimeoutMs: Int? = nil
   /// SSRF rules for the dialled address; nil for our own requests (token endpoints).
   var dialCheck: DialCheck? = nil
+  /// The request-target curl sends instead of the URL's path (`*` for `OPTIONS *`).
+  var requestTarget: String? = nil
+  /// A credential rides on plain http: it may only cross a loopback connection.
+  var credentialNeedsLoopback = false
 }
 
 /// The connection side of a transfer. All calls arrive on the loop thread, from curl callbacks.
 protocol UpstreamTransferDelegate: AnyObject {
-  func upstreamDidReceiveHead(status: Int, headers: [HeaderField])
+  /// The final response head; `framing` is computed from it (see `UpstreamHeadReader`).
+  func upstreamDidReceiveHead(status: Int, headers: [HeaderField], framing: ResponseBodyFraming)
   /// Returns false to pause the download until `resumeReceiving` (the client is not keeping up).
   func upstreamDidReceiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool
   /// Fills `buffer` with request body bytes: > 0 bytes, 0 for end of body, nil to pause.
@@ -46,6 +52,7 @@ struct UpstreamError: Error {
   enum Kind: String {
     case connect = "upstream_connect"
     case blocked = "blocked_address"
+    case insecure = "insecure_upstream"
     case dns = "upstream_dns"
     case tls = "upstream_tls"
     case timeout = "upstream_timeout"
@@ -58,7 +65,7 @@ struct UpstreamError: Error {
   var status: Int {
     switch kind {
     case .timeout: return 504
-    case .blocked: return 403
+    case .blocked, .insecure: return 403
     default: return 502
     }
   }
@@ -99,16 +106,17 @@ final class UpstreamTransfer {
   private var headerList: UnsafeMutablePointer<curl_slist>?
   private var connectToList: UnsafeMutablePointer<curl_slist>?
   private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
-  private var status = 0
-  private var responseHeaders: [HeaderField] = []
+  private var head: UpstreamHeadReader
   private var dialCheck: DialCheck?
-  /// Set when the SSRF check refused every address curl tried.
-  private(set) var blockedReason: String?
+  private var credentialNeedsLoopback = false
+  /// Why this transfer was stopped by one of our own checks, and what the caller is told.
+  private(set) var refusal: UpstreamError?
   /// Set when report mode let a refused address through.
   private(set) var reportedReason: String?
 
   init(handle: UnsafeMutableRawPointer, request: UpstreamRequest) {
     easy = handle
+    head = UpstreamHeadReader(requestMethod: request.method)
     errorBuffer[0] = 0
     configure(request)
   }
@@ -136,7 +144,9 @@ final class UpstreamTransfer {
     if let ca = r.caFile { cp_easy_setopt_ptr(easy, CURLOPT_CAINFO, ca) }
     if let path = r.caPath { cp_easy_setopt_ptr(easy, CURLOPT_CAPATH, path) }
     cp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CP_HTTP_VERSION_2TLS)
-    cp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1)
+    // Waiting for a connection that might multiplex only pays where h2 is possible: on plain
+    // http every request would queue behind the first one's connection.
+    if r.url.hasPrefix("https:") { cp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
     cp_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
     cp_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, r.connectTimeoutMs)
     if let total = r.totalTimeoutMs { cp_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, total) }
@@ -148,6 +158,14 @@ final class UpstreamTransfer {
       cp_easy_setopt_opensocket_cb(easy, openSocketCallback)
       cp_easy_setopt_ptr(easy, CURLOPT_OPENSOCKETDATA, me)
     }
+    credentialNeedsLoopback = r.credentialNeedsLoopback
+    if r.dialCheck != nil || r.credentialNeedsLoopback {
+      // Opening a socket is not enough: curl reuses pooled connections without asking, so the
+      // address is vetted again for every request, on the connection it will go out on.
+      cp_easy_setopt_prereq_cb(easy, prereqCallback)
+      cp_easy_setopt_ptr(easy, CURLOPT_PREREQDATA, me)
+    }
+    if let target = r.requestTarget { cp_easy_setopt_ptr(easy, CURLOPT_REQUEST_TARGET, target) }
     if let target = r.connectTo {
       connectToList = curl_slist_append(nil, "::\(target)")
       cp_easy_setopt_ptr(easy, CURLOPT_CONNECT_TO, connectToList)
@@ -207,8 +225,8 @@ final class UpstreamTransfer {
       } else {
         delegate.upstreamDidFinish(error: nil)
       }
-    } else if let blocked = blockedReason, code == CURLE_COULDNT_CONNECT {
-      delegate.upstreamDidFinish(error: UpstreamError(kind: .blocked, message: blocked))
+    } else if let refusal {
+      delegate.upstreamDidFinish(error: refusal)
     } else {
       delegate.upstreamDidFinish(error: UpstreamError(code: code, detail: cString(errorBuffer)))
     }
@@ -216,23 +234,43 @@ final class UpstreamTransfer {
 
   fileprivate func onOpenSocket(_ address: UnsafeMutablePointer<curl_sockaddr>) -> curl_socket_t {
     let family = address.pointee.family
-    if let check = dialCheck {
+    if dialCheck != nil {
       let sa =
         UnsafeRawPointer(address) + MemoryLayout<curl_sockaddr>.offset(of: \curl_sockaddr.addr)!
       guard let ip = DialCheck.ipAddress(sa, length: Int(address.pointee.addrlen)) else {
-        blockedReason = "unknown address family \(family)"
+        refusal = UpstreamError(kind: .blocked, message: "unknown address family \(family)")
         return CP_SOCKET_BAD
       }
-      if let why = check.refusal(ip) {
-        if !check.report {
-          blockedReason = why
-          return CP_SOCKET_BAD
-        }
-        reportedReason = why
-      }
+      if !permits(ip) { return CP_SOCKET_BAD }
     }
     return socket(
       family, address.pointee.socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.protocol)
+  }
+
+  /// Every request, new connection or pooled: the address it will actually be sent to.
+  fileprivate func onPrerequest(primaryIP: UnsafePointer<CChar>?) -> Int32 {
+    guard let text = primaryIP.map(cString), let ip = IPAddress(text) else {
+      refusal = UpstreamError(kind: .blocked, message: "the upstream connection has no address")
+      return CP_PREREQFUNC_ABORT
+    }
+    return permits(ip) ? CP_PREREQFUNC_OK : CP_PREREQFUNC_ABORT
+  }
+
+  /// Applies the SSRF rules and the plain-http credential rule to `ip`; records why not.
+  private func permits(_ ip: IPAddress) -> Bool {
+    if credentialNeedsLoopback && !ip.isLoopback {
+      refusal = UpstreamError(
+        kind: .insecure,
+        message: "a credential would cross plain http to \(ip), which is not a loopback address")
+      return false
+    }
+    guard let check = dialCheck, let why = check.refusal(ip) else { return true }
+    if check.report {
+      reportedReason = why
+      return true
+    }
+    refusal = UpstreamError(kind: .blocked, message: why)
+    return false
   }
 
   // MARK: curl callbacks
@@ -240,58 +278,27 @@ final class UpstreamTransfer {
   fileprivate func onHeader(_ bytes: UnsafeRawBufferPointer) -> Int {
     guard let delegate else { return 0 }
     if headReceived { return bytes.count }  // trailers: not forwarded
-    // Parsed on bytes, not Characters: grapheme-aware String scanning cost more than all of curl.
-    var end = bytes.count
-    while end > 0 && (bytes[end - 1] == 13 || bytes[end - 1] == 10) { end -= 1 }
-    if end == 0 {
-      // End of a header block. Interim 1xx responses are consumed here, not forwarded.
-      if status >= 200 {
-        headReceived = true
-        delegate.upstreamDidReceiveHead(status: status, headers: responseHeaders)
-      }
-      responseHeaders.removeAll(keepingCapacity: true)
+    switch head.take(line: bytes) {
+    case .more, .interim:
       return bytes.count
-    }
-    if end >= 5 && bytes[0] == 0x48 && bytes[1] == 0x54 && bytes[2] == 0x54 && bytes[3] == 0x50
-      && bytes[4] == 0x2F
-    {
-      // "HTTP/x[.y] NNN …": the status is the three digits after the first space.
-      var i = 5
-      while i < end && bytes[i] != 0x20 { i += 1 }
-      var code = 0
-      var digits = 0
-      i += 1
-      while i < end && digits < 3 {
-        let d = Int(bytes[i]) - 48
-        guard d >= 0 && d <= 9 else { break }
-        code = code * 10 + d
-        digits += 1
-        i += 1
-      }
-      status = digits == 3 ? code : 0
-      responseHeaders.removeAll(keepingCapacity: true)
+    case .complete:
+      headReceived = true
+      delegate.upstreamDidReceiveHead(
+        status: head.status, headers: head.headers, framing: head.framing)
       return bytes.count
+    case .invalid(let why):
+      refusal = UpstreamError(kind: .protocolError, message: why)
+      return 0
     }
-    var colon = 0
-    while colon < end && bytes[colon] != 0x3A { colon += 1 }
-    if colon < end {
-      var valueStart = colon + 1
-      while valueStart < end && (bytes[valueStart] == 0x20 || bytes[valueStart] == 0x09) {
-        valueStart += 1
-      }
-      let base = bytes.baseAddress!
-      let name = String(
-        decoding: UnsafeRawBufferPointer(start: base, count: colon), as: UTF8.self)
-      let value = String(
-        decoding: UnsafeRawBufferPointer(start: base + valueStart, count: end - valueStart),
-        as: UTF8.self)
-      responseHeaders.append(HeaderField(name: name, value: value))
-    }
-    return bytes.count
   }
 
   fileprivate func onBody(_ bytes: UnsafeRawBufferPointer) -> Int {
     guard let delegate else { return 0 }
+    guard headReceived else {
+      // Bytes with no final head in front of them would reach the caller unframed.
+      refusal = UpstreamError(kind: .protocolError, message: "upstream sent a body without a head")
+      return 0
+    }
     if delegate.upstreamDidReceiveBody(bytes) { return bytes.count }
     receivePaused = true
     return CP_WRITEFUNC_PAUSE
@@ -337,4 +344,11 @@ private func openSocketCallback(
   _ address: UnsafeMutablePointer<curl_sockaddr>?
 ) -> curl_socket_t {
   transfer(user).onOpenSocket(address!)
+}
+
+private func prereqCallback(
+  _ user: UnsafeMutableRawPointer?, _ primaryIP: UnsafeMutablePointer<CChar>?,
+  _ localIP: UnsafeMutablePointer<CChar>?, _ primaryPort: Int32, _ localPort: Int32
+) -> Int32 {
+  transfer(user).onPrerequest(primaryIP: primaryIP)
 }
