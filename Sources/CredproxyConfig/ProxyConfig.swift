@@ -17,6 +17,12 @@ public struct ProxyConfig: Sendable {
   public var idleTimeoutMs: Int = 60_000
   /// Deadline to receive a whole request head once its first byte arrived (slowloris guard).
   public var headerTimeoutMs: Int = 10_000
+  /// While credproxy waits for a request body, the caller must keep it coming: silence this long
+  /// is a 408 (a body that trickles one byte at a time is a slowloris on the upload side).
+  public var bodyTimeoutMs: Int = 20_000
+  /// Bytes per second a body must average while credproxy waits for it: each byte buys
+  /// 1/rate seconds of `body-timeout` (mod_reqtimeout's model). 0: only silence counts.
+  public var bodyMinRate: UInt64 = 500
   public var maxBody: UInt64 = 1 << 40
   public var accessLog: AccessLogTarget = .stderr
   public var logFormat: LogFormat = .text

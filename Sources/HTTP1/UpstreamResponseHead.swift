@@ -135,7 +135,7 @@ public struct UpstreamHeadReader: Sendable {
         sawTransferEncoding = true
       } else if fieldNameIs(h.name, "content-length") {
         // A list of equal values (`5, 5`) is one length (RFC 9110 §8.6); anything else is not.
-        for item in h.value.utf8.split(separator: 0x2C) {
+        for item in h.value.utf8.split(separator: 0x2C, omittingEmptySubsequences: false) {
           guard let n = decimal(item) else {
             return .failure(FramingError(message: "upstream sent an invalid Content-Length"))
           }

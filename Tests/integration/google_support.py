@@ -75,7 +75,7 @@ class Seen:
 class GoogleUpstream:
     """A threaded HTTPS server: every request is answered with JSON describing its bearer(s)."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, emulators: Iterable[Emulators]):
+    def __init__(self, ssl_context: ssl.SSLContext | None, emulators: Iterable[Emulators]):
         self.ctx = ssl_context
         self.emulators = list(emulators)
         self.seen: list[Seen] = []
@@ -190,6 +190,8 @@ class GoogleUpstream:
 
             def get_request(self):
                 sock, addr = self.socket.accept()
+                if upstream.ctx is None:  # plain http (routes with `upstream http`)
+                    return sock, addr
                 return upstream.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
             def handle_error(self, request, client_address):
@@ -201,7 +203,7 @@ class GoogleUpstream:
                 self.request.do_handshake()
                 super().setup()
 
-        self._httpd = Server(("127.0.0.1", 0), TLSHandler)
+        self._httpd = Server(("127.0.0.1", 0), TLSHandler if self.ctx is not None else Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="google-upstream", daemon=True)
         self._thread.start()

@@ -254,3 +254,40 @@ def test_plain_http_cold_pool_does_not_queue_behind_one_slow_request(proxy, host
     slow.join(30)
     bad = {i: s for i, s in results.items() if i >= 0 and s != 200}
     assert not bad, f"quick requests failed behind a slow one: {bad}"
+
+
+def test_trickling_body_times_out(proxy, hostile):
+    px = proxy(render("listen 127.0.0.1:0\nbody-timeout 2s\nbody-min-rate 500\n"
+                      + PLAIN_CONFIG.split("\n", 1)[1], hostile))
+    with RawConnection(px.port, timeout=30) as c:
+        c.send(f"POST /echo/trickle HTTP/1.1\r\nHost: 127.0.0.1:{hostile.port}\r\n"
+               f"Content-Length: 100\r\n\r\n".encode())
+        started = time.monotonic()
+        status = None
+        for _ in range(20):  # one byte a second: far below 500 B/s
+            try:
+                c.send(b"x")
+            except OSError:
+                break
+            c.sock.settimeout(1.0)
+            try:
+                data = c.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if data:
+                status = data.split(b" ")[1]
+                assert b"body_timeout" in data, data
+            break
+        assert status == b"408", status
+        assert time.monotonic() - started < 12
+        assert c.wait_closed(5)
+
+
+def test_silent_body_times_out_without_a_rate(proxy, hostile):
+    px = proxy(render("listen 127.0.0.1:0\nbody-timeout 2s\nbody-min-rate 0\n"
+                      + PLAIN_CONFIG.split("\n", 1)[1], hostile))
+    with RawConnection(px.port, timeout=30) as c:
+        c.send(f"POST /echo/silent HTTP/1.1\r\nHost: 127.0.0.1:{hostile.port}\r\n"
+               f"Content-Length: 100\r\n\r\n".encode() + b"y" * 10)
+        r = c.read_head(timeout=15)
+        assert r.status == 408 and r.error_code == "body_timeout", r

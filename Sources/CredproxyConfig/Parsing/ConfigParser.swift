@@ -59,6 +59,7 @@ private enum BlockKind: String {
 
 private let topDirectives = [
   "listen", "ca-file", "connect-timeout", "request-timeout", "idle-timeout", "header-timeout",
+  "body-timeout", "body-min-rate",
   "max-body", "access-log", "log-format", "route", "credentials", "client", "audit-log",
   "log-queries", "mode", "admin", "shutdown-timeout",
 ]
@@ -579,7 +580,12 @@ private struct ParseSession {
         config.caFile = p
         config.caFileLine = s.line
       }
-    case "connect-timeout", "request-timeout", "idle-timeout", "header-timeout":
+    case "body-min-rate":
+      guard onceTop(s), arity(s, 1, "body-min-rate SIZE (bytes per second, e.g. 500; 0 for none)"),
+        let n = size(s.tokens[1])
+      else { return }
+      config.bodyMinRate = n
+    case "connect-timeout", "request-timeout", "idle-timeout", "header-timeout", "body-timeout":
       guard onceTop(s), arity(s, 1, "\(k) DURATION (e.g. 30s)"),
         let ms = duration(s.tokens[1])
       else { return }
@@ -587,6 +593,7 @@ private struct ParseSession {
       case "connect-timeout": config.connectTimeoutMs = ms
       case "request-timeout": config.requestTimeoutMs = ms
       case "idle-timeout": config.idleTimeoutMs = ms
+      case "body-timeout": config.bodyTimeoutMs = ms
       default: config.headerTimeoutMs = ms
       }
     case "max-body":
@@ -1231,13 +1238,18 @@ private struct ParseSession {
       if route.upstream == .http && route.auth.typeName != "none" && !route.deny,
         let t = info.authToken,
         !route.patterns.allSatisfy({ p in
-          if case .exact(let h) = p.host { return IPText.isLoopback(h) }
-          return false
+          if case .exact(let h) = p.host {
+            return route.plainHTTPTokenRule(requestHost: h) == .loopback
+              || IPText.isLoopback(route.dialledHost(requestHost: h))
+          }
+          return route.connectTo.map { IPText.isLoopback($0.host) } ?? false
         })
       {
         warn(
           t,
-          "route #\(number) sends credentials over plain http (upstream http); prefer upstream https"
+          route.auth.usesGoogleCredentials
+            ? "route #\(number) sends Google tokens over plain http (upstream http): they are sent only on loopback connections, other requests get 403 insecure_upstream; prefer upstream https"
+            : "route #\(number) sends credentials over plain http (upstream http); prefer upstream https"
         )
       }
       if route.deny && route.auth.typeName != "none", let t = info.authToken {

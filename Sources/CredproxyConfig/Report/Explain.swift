@@ -102,6 +102,12 @@ public enum Explain {
       let route = match.route
       let port = route.effectivePort(explicitPort: parts.port)
       lines.append(routeLine(match))
+      if case .refused(let dialled) = route.plainHTTPTokenRule(requestHost: parts.host) {
+        lines.append("refused: 403 insecure_upstream")
+        lines.append(
+          "  a token would cross plain http to \(dialled), which is not a loopback address")
+        return (lines.joined(separator: "\n") + "\n", false)
+      }
       lines.append("allowed: forwarded")
       if let client, !config.clients.isEmpty {
         lines.append("  client \(Format.word(client)): allowed")
@@ -122,6 +128,18 @@ public enum Explain {
       lines.append(
         "  limits: connect-timeout \(Format.duration(connect)), request-timeout \(Format.duration(request)), max-body \(Format.size(body))"
       )
+      switch route.plainHTTPTokenRule(requestHost: parts.host) {
+      case .refused:
+        break  // answered above
+      case .decidedWhenDialled(let name):
+        lines.append(
+          "  plain http: the token is sent only if \(name) is dialled at a loopback address, else 403 insecure_upstream"
+        )
+      case .loopback:
+        lines.append("  plain http: the token crosses only a loopback connection")
+      case .notApplicable:
+        break
+      }
       lines.append(contentsOf: policyLines(config, route))
       let header = route.injectedHeaderName ?? "Authorization"
       switch route.auth {

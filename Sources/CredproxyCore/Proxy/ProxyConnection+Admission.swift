@@ -140,14 +140,17 @@ extension ProxyConnection {
           message: "route \(record.route) (\(route.name)) has no credential: \(why)"),
         close: !keepOpen, log: record)
     case .minted(let credential, let kind, let header):
-      // Tokens go only to HTTPS upstreams; plain http is allowed to loopback (emulators, tests).
-      if route.upstream == .http && !isLoopbackHost(authority.host) {
+      // Tokens go only to HTTPS upstreams, or over plain http on a loopback connection
+      // (emulators, tests). An address off this machine is refused before a token is minted;
+      // a name is decided on the address it is dialled at (`credentialNeedsLoopback`).
+      if case .refused(let dialled) = route.plainHTTPTokenRule(requestHost: authority.host) {
         record.deny("insecure_upstream")
         respond(
           ErrorResponse(
             status: 403, code: "insecure_upstream",
             message:
-              "route \(record.route) would send a token over plain http to \(authority.host)"),
+              "route \(record.route) would send a token over plain http to \(dialled), which is not a loopback address"
+          ),
           close: !keepOpen, log: record)
         return
       }

@@ -89,6 +89,9 @@ extension ProxyConnection {
         forward: forward,
         requestTimeoutMs: route.requestTimeoutMs ?? forward.runtime.config.requestTimeoutMs)
     ex.token = token
+    if ex.bodyDeadlineMs == 0 {
+      ex.bodyDeadlineMs = EventLoop.nowMs() + Int64(forward.runtime.config.bodyTimeoutMs)
+    }
     // A small body on a minted-token route is kept, so a 401 invalid_token can be retried.
     if token != nil, ex.keptBody == nil, ex.bytesIn == 0,
       case .contentLength(let n) = head.framing, n <= Exchange.keptBodyLimit
@@ -159,6 +162,7 @@ extension ProxyConnection {
       }
     }
     ex.bytesIn += UInt64(written)
+    if written > 0 { ex.creditBody(UInt64(written), config: ex.forward.runtime.config) }
     if written > 0 && ex.keptBody != nil {
       ex.keptBody!.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<written]))
     }

@@ -301,9 +301,27 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
           close: true, log: nil)
       }
     case .exchanging:
-      guard let ex = exchange, let transfer = ex.transfer, !ex.headSent, ex.bodyDoneMs > 0 else {
-        return
+      guard let ex = exchange, let transfer = ex.transfer else { return }
+      if !ex.body.isComplete {
+        // Only time spent waiting on the caller counts; while the upstream is slow to take the
+        // body (bytes are buffered here), the caller is not at fault.
+        let waitingOnCaller = transfer.sendPaused && input.isEmpty
+        if !waitingOnCaller {
+          ex.bodyDeadlineMs = max(ex.bodyDeadlineMs, nowMs + Int64(config.bodyTimeoutMs))
+        } else if nowMs > ex.bodyDeadlineMs {
+          context.multi.cancel(transfer)
+          ex.transfer = nil
+          finishWithError(
+            ex,
+            ErrorResponse(
+              status: 408, code: "body_timeout",
+              message:
+                "request body not received in time (body-timeout \(config.bodyTimeoutMs) ms, body-min-rate \(config.bodyMinRate) bytes/s)"
+            ), close: true)
+          return
+        }
       }
+      guard !ex.headSent, ex.bodyDoneMs > 0 else { return }
       if nowMs - ex.bodyDoneMs > Int64(ex.requestTimeoutMs) {
         context.multi.cancel(transfer)
         ex.transfer = nil

@@ -131,6 +131,8 @@ final class Exchange {
   var bodyError: HTTPParseError?
   /// When the request body was fully read (or the start, for requests without one); 0 before.
   var bodyDoneMs: Int64 = 0
+  /// While the body is awaited from the caller: the time by which more must have arrived.
+  var bodyDeadlineMs: Int64 = 0
   var framing = ResponseFraming.none
   var headSent = false
   /// The upstream sent more body than its Content-Length: the connection must close.
@@ -156,5 +158,21 @@ final class Exchange {
     body = BodyDecoder(framing: forward.head.framing, maxBody: forward.maxBody)
     keepAlive = forward.head.keepAlive
     if body.isComplete { bodyDoneMs = forward.log.startedMs }
+  }
+}
+
+extension Exchange {
+  /// `bytes` of body arrived: with a minimum rate each byte buys 1/rate s (never more than a
+  /// whole `body-timeout` ahead); without one, any progress restarts the silence timer.
+  func creditBody(_ bytes: UInt64, config: ProxyConfig) {
+    let now = EventLoop.nowMs()
+    let ceiling = now + Int64(config.bodyTimeoutMs)
+    guard config.bodyMinRate > 0 else {
+      bodyDeadlineMs = ceiling
+      return
+    }
+    let earned = Int64(
+      min(bytes.multipliedReportingOverflow(by: 1000).partialValue / config.bodyMinRate, 1 << 40))
+    bodyDeadlineMs = min(ceiling, bodyDeadlineMs + earned)
   }
 }
