@@ -119,8 +119,70 @@ final class RouterTests: XCTestCase {
       XCTAssertEqual(outcome(r, "api.example.com", path: path), "403 denied", path)
     }
     XCTAssertEqual(outcome(r, "api.example.com", path: "/administrator"), "forward #2")
-    XCTAssertEqual(outcome(r, "api.example.com", path: "/admin%2Fx"), "forward #2")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/admin%2Fx"), "403 denied")
     XCTAssertEqual(outcome(r, "api.example.com", path: "/v1/.well-known"), "forward #2")
+  }
+
+  /// Deny matches broadly: every spelling some upstream reads as under `/admin` is refused.
+  func testDenyPathMatchesEveryServerReading() throws {
+    let r = try router(
+      """
+      route api.example.com/admin {
+        deny
+      }
+      route api.example.com {
+      }
+      """)
+    for path in [
+      "/admin%2fusers", "/admin%2Fusers", "/admin;x/y", "/admin;jsessionid=1", "/ADMIN/x",
+      "/Admin", "/admin%20/x", "/admin%09/x", "/%20admin/x", "/admin./x", "/admin.%20/x",
+      "/%2fadmin/x", "/%5cadmin/x", "/admin%5cx", "/%41DMIN", "/admin%252fx", "/%2561dmin/x",
+      "/x/..;/admin", "/x/%2e%2e;/admin", "/x/..%3b/admin", "/adm%69n;a=b/c",
+      "/%25252561dmin",
+    ] {
+      XCTAssertEqual(outcome(r, "api.example.com", path: path), "403 denied", path)
+    }
+    for path in ["/administrator", "/admins/x", "/x/admin", "/", "/ad%20min"] {
+      XCTAssertEqual(outcome(r, "api.example.com", path: path), "forward #2", path)
+    }
+  }
+
+  /// Allow matches narrowly: a path is inside an allow route's prefix only when it is under
+  /// every reading.
+  func testAllowPathMatchesOnlyUnderEveryReading() throws {
+    let r = try router(
+      """
+      route api.example.com/public {
+      }
+      route api.example.com/files/ {
+      }
+      """)
+    for path in [
+      "/public", "/public/x", "/public/a%2Fb", "/%70ublic/x", "/public/x;y",
+      "/files/", "/files/a",
+    ] {
+      XCTAssertNotEqual(outcome(r, "api.example.com", path: path), "403 no_route", path)
+    }
+    for path in [
+      "/public%2fx", "/PUBLIC/x", "/public;v=1", "/public;x/..;/admin", "/public/..;/admin",
+      "/public%20/x",
+      "/public/%252e%252e/admin", "/public/x%252F..%252F..%252Fadmin", "/public%5cx",
+      "/public/x/..%3B/admin", "/public./x", "/files", "/files%2f",
+    ] {
+      XCTAssertEqual(outcome(r, "api.example.com", path: path), "403 no_route", path)
+    }
+  }
+
+  /// `explain` takes the router's decision.
+  func testExplainAgreesWithRouterOnPathSpellings() throws {
+    let config = try ConfigParser.parse(
+      text: "route api.example.com/admin {\n  deny\n}\nroute api.example.com {\n}\n")
+    for path in ["/admin%2fusers", "/ADMIN/x", "/admin;x/y", "/%2fadmin/x"] {
+      let (text, allowed) = Explain.render(
+        config: config, url: "https://api.example.com\(path)", method: "GET", environment: [:])
+      XCTAssertFalse(allowed, text)
+      XCTAssertTrue(text.contains("refused: 403 denied"), text)
+    }
   }
 
   func testIPAddresses() throws {

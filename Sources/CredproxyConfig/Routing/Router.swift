@@ -23,8 +23,16 @@ public enum RoutingDecision: Sendable {
 ///
 /// Hosts are compared as the resolver would dial them: a trailing dot is ignored, IPv6 literals
 /// are compared as addresses, and other spellings of an IPv4 address (`127.1`, `2130706433`,
-/// `0x7f.0.0.1`) as the address they denote. Paths are compared after normalisation (see
-/// `PathNormalizer`) so that `/%61dmin` or `/x/../admin` cannot slip past a rule for `/admin`.
+/// `0x7f.0.0.1`) as the address they denote.
+///
+/// Paths: deny matches broadly, allow matches narrowly. A `deny` pattern's prefix matches a
+/// path that is under it in any reading: the RFC 3986 one (`PathNormalizer`: unreserved escapes
+/// decoded, `.`/`..` applied, `//` merged) or the canonical one (`CanonicalPath`: all escapes
+/// decoded, `%2F` and `\` split segments, `;params` cut, blanks and trailing dots trimmed,
+/// case folded), so `/admin%2fx`, `/admin;x/y`, `/ADMIN`, `/admin%20/x` cannot slip past a rule
+/// for `/admin`. An allow pattern's prefix matches only a path under it in both the RFC 3986
+/// and the canonical reading (not folded or trimmed), and never one whose canonical reading has
+/// a dot-segment (`/public/..;/admin`) or still decodes after four passes.
 public struct Router: Sendable {
   private let routes: [CompiledRoute]
 
@@ -86,22 +94,14 @@ public struct Router: Sendable {
     method: String, host: String, explicitPort: Int?, path: String, check: ClientCheck
   ) -> RoutingDecision {
     let key = HostKey(host)
-    // The path part (no query or fragment), normalised only when it could change.
-    let raw = path.utf8.prefix(while: { $0 != 0x3F && $0 != 0x23 })
-    let normalized: [UInt8]? =
-      PathNormalizer.needsNormalization(raw) ? PathNormalizer.normalize(raw) : nil
+    // The path part (no query or fragment); its other readings are made only when needed.
+    var readings = PathReadings(path.utf8.prefix(while: { $0 != 0x3F && $0 != 0x23 }))
     for r in routes {
       let port = explicitPort ?? r.defaultPort
       var hit = false
       for p in r.patterns {
         guard p.port == nil || p.port == port, p.host.matches(key) else { continue }
-        let ok: Bool
-        if let normalized {
-          ok = p.matchesPath(normalized)
-        } else {
-          ok = p.matchesPath(raw)
-        }
-        if ok {
+        if p.matchesPath(&readings) {
           hit = true
           break
         }
@@ -189,7 +189,7 @@ private struct CompiledRoute: Sendable {
     self.route = route
     self.index = index
     self.defaultPort = route.upstream.defaultPort
-    self.patterns = route.patterns.map(CompiledPattern.init)
+    self.patterns = route.patterns.map { CompiledPattern($0, deny: route.deny) }
     let label = "route #\(index + 1) \(route.name) (line \(route.line))"
     self.label = label
     self.denyReason = "denied by \(label)"
@@ -236,10 +236,14 @@ private struct CompiledPattern: Sendable {
 
   let host: HostMatch
   let port: Int?
+  /// The prefix in the RFC 3986 reading (as the config parser normalised it).
   let path: [UInt8]?
   let pathIsDirectory: Bool
+  /// The prefix in the canonical reading (`CanonicalPath.resolved`, folded for deny).
+  let canonical: [UInt8]?
+  let deny: Bool
 
-  init(_ p: RoutePattern) {
+  init(_ p: RoutePattern, deny: Bool) {
     switch p.host {
     case .any:
       host = .any
@@ -259,10 +263,12 @@ private struct CompiledPattern: Sendable {
     port = p.port
     path = p.pathPrefix.map { Array($0.utf8) }
     pathIsDirectory = p.pathPrefix?.hasSuffix("/") ?? false
+    canonical = path.map { CanonicalPath($0, fold: deny).resolved }
+    self.deny = deny
   }
 
-  /// Whole-segment prefix match; a pattern without a path matches anything.
-  func matchesPath<C: Collection>(_ candidate: C) -> Bool where C.Element == UInt8 {
+  /// Whole-segment prefix match in the RFC 3986 reading (`PathNormalizer`).
+  func matchesRFCPath<C: Collection>(_ candidate: C) -> Bool where C.Element == UInt8 {
     guard let path else { return true }
     guard candidate.count >= path.count else { return false }
     var i = candidate.startIndex
@@ -272,6 +278,78 @@ private struct CompiledPattern: Sendable {
     }
     if pathIsDirectory || i == candidate.endIndex { return true }
     return candidate[i] == 0x2F
+  }
+
+  /// A pattern without a path matches anything. A deny pattern matches when the path is under
+  /// its prefix in any reading (RFC 3986, canonical with dot-segments applied or kept, or a
+  /// path that still decodes after `CanonicalPath.maxDecodePasses`); an allow pattern only when
+  /// it is under the prefix in both the RFC 3986 and the canonical reading, and the canonical
+  /// reading has no dot-segment and is not ambiguous.
+  func matchesPath(_ r: inout PathReadings) -> Bool {
+    guard path != nil, let canonical else { return true }
+    if deny {
+      if r.simple && !r.upper {
+        return CanonicalPath.hasPrefix(r.raw, canonical) || matchesRFCPath(r.raw)
+      }
+      if r.simple {
+        return CanonicalPath.hasPrefix(r.lowered(), canonical) || matchesRFCPath(r.raw)
+      }
+      let c = r.denyReading()
+      return c.ambiguous || CanonicalPath.hasPrefix(c.resolved, canonical)
+        || CanonicalPath.hasPrefix(c.literal, canonical) || matchesRFCPath(r.rfc())
+    }
+    if r.simple { return matchesRFCPath(r.raw) && CanonicalPath.hasPrefix(r.raw, canonical) }
+    let c = r.allowReading()
+    return !c.ambiguous && !c.hasDotSegment && CanonicalPath.hasPrefix(c.resolved, canonical)
+      && matchesRFCPath(r.rfc())
+  }
+}
+
+/// One request path and its readings, each made at most once and only when a pattern with a
+/// path needs it. A path without `%`, `;`, `\`, dots at segment ends or empty segments
+/// (`simple`) reads the same everywhere and needs no work, unless a deny pattern must see it
+/// lowercased.
+struct PathReadings {
+  let raw: Substring.UTF8View
+  let simple: Bool
+  let upper: Bool
+  private var rfcForm: [UInt8]?
+  private var lowerForm: [UInt8]?
+  private var allowForm: CanonicalPath?
+  private var denyForm: CanonicalPath?
+
+  init(_ raw: Substring.UTF8View) {
+    self.raw = raw
+    simple = !PathNormalizer.needsCanonical(raw)
+    upper = PathNormalizer.hasUpper(raw)
+  }
+
+  mutating func rfc() -> [UInt8] {
+    if let rfcForm { return rfcForm }
+    let f = PathNormalizer.normalize(raw)
+    rfcForm = f
+    return f
+  }
+
+  mutating func lowered() -> [UInt8] {
+    if let lowerForm { return lowerForm }
+    let f = raw.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+    lowerForm = f
+    return f
+  }
+
+  mutating func allowReading() -> CanonicalPath {
+    if let allowForm { return allowForm }
+    let f = CanonicalPath(raw, fold: false)
+    allowForm = f
+    return f
+  }
+
+  mutating func denyReading() -> CanonicalPath {
+    if let denyForm { return denyForm }
+    let f = CanonicalPath(raw, fold: true)
+    denyForm = f
+    return f
   }
 }
 
