@@ -207,29 +207,58 @@ private struct CompiledRoute: Sendable {
 }
 
 private struct CompiledPattern: Sendable {
+  /// Deny matches broadly, allow narrowly. An IPv4 pattern matches the address in every
+  /// spelling (`CanonicalHost`) and its IPv4-mapped form; a deny pattern also matches the NAT64
+  /// and 6to4 addresses that carry it, an allow pattern does not (those dial an IPv6 address,
+  /// which the SSRF guard vets). An IPv6 pattern matches that address; a deny pattern for a
+  /// NAT64 or 6to4 address also matches the IPv4 address it carries, in every spelling.
   enum HostMatch: Sendable {
     case any
     case name([UInt8])
     /// With its leading dot: `.example.com`.
     case suffix([UInt8])
-    case ipv4(UInt32)
-    case ipv6(UInt64, UInt64)
+    case ipv4(UInt32, deny: Bool)
+    /// `embedded`: the IPv4 address a NAT64 or 6to4 address carries, for deny patterns.
+    case ipv6(IPAddress, embedded: UInt32?)
+
+    init(_ p: RoutePattern.Host, deny: Bool) {
+      switch p {
+      case .any:
+        self = .any
+      case .suffix(let s):
+        self = .suffix(Array(("." + s).utf8))
+      case .exact(let h):
+        let c = CanonicalHost(h)
+        if let a = c.address?.unmapped {
+          if let v4 = a.ipv4 {
+            self = .ipv4(v4, deny: deny)
+          } else {
+            self = .ipv6(a, embedded: deny ? a.embeddedIPv4 : nil)
+          }
+        } else {
+          self = .name(Array(c.text.utf8))
+        }
+      }
+    }
 
     func matches(_ key: HostKey) -> Bool {
-      switch (self, key.kind) {
-      case (.any, _):
+      switch self {
+      case .any:
         return true
-      case (.name(let n), .name):
-        return key.name.elementsEqual(n)
-      case (.suffix(let s), .name):
+      case .name(let n):
+        return key.host.address == nil && key.name.elementsEqual(n)
+      case .suffix(let s):
         let h = key.name
-        return h.count > s.count && h.suffix(s.count).elementsEqual(s)
-      case (.ipv4(let a), .ipv4(let b)):
-        return a == b
-      case (.ipv6(let a1, let a2), .ipv6(let b1, let b2)):
-        return a1 == b1 && a2 == b2
-      default:
-        return false
+        return key.host.address == nil && h.count > s.count && h.suffix(s.count).elementsEqual(s)
+      case .ipv4(let v4, let deny):
+        guard let a = key.host.address else { return false }
+        if a.unmapped.ipv4 == v4 { return true }
+        return deny && a.embeddedIPv4 == v4
+      case .ipv6(let p, let embedded):
+        guard let a = key.host.address else { return false }
+        if a == p { return true }
+        guard let embedded else { return false }
+        return key.host.reachedIPv4 == embedded
       }
     }
   }
@@ -244,22 +273,7 @@ private struct CompiledPattern: Sendable {
   let deny: Bool
 
   init(_ p: RoutePattern, deny: Bool) {
-    switch p.host {
-    case .any:
-      host = .any
-    case .suffix(let s):
-      host = .suffix(Array(("." + s).utf8))
-    case .exact(let h):
-      if let v4 = IPText.ipv4Canonical(h.utf8) {
-        host = .ipv4(v4)
-      } else if let v6 = IPText.ipv6(h) {
-        host =
-          v6.0 == 0 && v6.1 >> 32 == 0xFFFF
-          ? .ipv4(UInt32(truncatingIfNeeded: v6.1)) : .ipv6(v6.0, v6.1)
-      } else {
-        host = .name(Array(h.utf8))
-      }
-    }
+    host = HostMatch(p.host, deny: deny)
     port = p.port
     path = p.pathPrefix.map { Array($0.utf8) }
     pathIsDirectory = p.pathPrefix?.hasSuffix("/") ?? false
@@ -353,42 +367,22 @@ struct PathReadings {
   }
 }
 
-/// The request host, classified once per request.
+/// The request host, read once per request.
 private struct HostKey {
-  enum Kind {
-    case name
-    case ipv4(UInt32)
-    case ipv6(UInt64, UInt64)
-  }
-  let kind: Kind
-  /// The name without a trailing dot (lowercased).
-  let name: Substring.UTF8View
+  let host: CanonicalHost
   let display: String
 
   init(_ host: String) {
-    var h = Substring(host)
-    if h.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) { h = Substring(host.lowercased()) }
-    if h.utf8.count > 1 && h.utf8.last == 0x2E { h = h.dropLast() }
-    if h.utf8.first == 0x5B && h.utf8.last == 0x5D { h = h.dropFirst().dropLast() }
+    self.host = CanonicalHost(host)
     display = host
-    name = h.utf8
-    if let first = h.utf8.first, first >= 0x30 && first <= 0x39,
-      let v4 = IPText.ipv4Lenient(h.utf8)
-    {
-      kind = .ipv4(v4)
-    } else if h.utf8.contains(0x3A), let v6 = IPText.ipv6(h) {
-      // An IPv4-mapped address reaches the IPv4 host: route it as that host.
-      kind =
-        v6.0 == 0 && v6.1 >> 32 == 0xFFFF
-        ? .ipv4(UInt32(truncatingIfNeeded: v6.1)) : .ipv6(v6.0, v6.1)
-    } else {
-      kind = .name
-    }
   }
+
+  /// Lowercase, without brackets or a trailing dot.
+  var name: Substring.UTF8View { host.text.utf8 }
 
   /// `host:port` for messages, IPv6 in brackets.
   func authority(_ port: Int) -> String {
-    let h = String(Substring(name))
+    let h = String(host.text)
     return h.contains(":") ? "[\(h)]:\(port)" : "\(h):\(port)"
   }
 }
