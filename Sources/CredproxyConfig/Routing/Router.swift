@@ -23,7 +23,10 @@ public enum RoutingDecision: Sendable {
 ///
 /// Hosts are compared as the resolver would dial them: a trailing dot is ignored, IPv6 literals
 /// are compared as addresses, and other spellings of an IPv4 address (`127.1`, `2130706433`,
-/// `0x7f.0.0.1`) as the address they denote.
+/// `0x7f.0.0.1`) as the address they denote, all read by `CanonicalHost` (the SSRF checks read
+/// hosts with it too). A `deny` route for an IPv4 address also matches the IPv6 addresses that
+/// carry it (IPv4-mapped, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`); an allow route only its
+/// IPv4-mapped form.
 ///
 /// Paths: deny matches broadly, allow matches narrowly. A `deny` pattern's prefix matches a
 /// path that is under it in any reading: the RFC 3986 one (`PathNormalizer`: unreserved escapes
