@@ -30,25 +30,13 @@ public enum AddressClassifier {
   /// that IPv4 address.
   public static func classify(_ address: IPAddress) -> AddressClass {
     if let v4 = address.ipv4 { return classifyIPv4(v4) }
-    if let embedded = embeddedIPv4(address) { return classifyIPv4(embedded) }
+    if let embedded = address.embeddedIPv4 { return classifyIPv4(embedded) }
     return classifyIPv6(address.high, address.low)
   }
 
   /// Anything but a public address: what may only be dialled when the operator chose it.
   public static func isForbiddenByDefault(_ address: IPAddress) -> Bool {
     classify(address) != .public
-  }
-
-  /// The IPv4 address an IPv6 address stands for: IPv4-mapped (`::ffff:0:0/96`), NAT64
-  /// well-known prefix (`64:ff9b::/96`) and 6to4 (`2002::/16`, bits 16–47).
-  public static func embeddedIPv4(_ address: IPAddress) -> UInt32? {
-    guard address.family == .v6 else { return nil }
-    let hi = address.high
-    let lo = address.low
-    if hi == 0 && lo >> 32 == 0xFFFF { return UInt32(truncatingIfNeeded: lo) }
-    if hi == 0x0064_FF9B_0000_0000 && lo >> 32 == 0 { return UInt32(truncatingIfNeeded: lo) }
-    if hi >> 48 == 0x2002 { return UInt32(truncatingIfNeeded: hi >> 16) }
-    return nil
   }
 
   static func classifyIPv4(_ v: UInt32) -> AddressClass {

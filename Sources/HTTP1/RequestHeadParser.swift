@@ -391,8 +391,11 @@ private func parseTarget(
     return .success(.authority(authority))
   }
   if first == ASCII.slash {
-    if let error = validatePathAndQuery(p, range) { return .failure(error) }
-    return .success(.origin(pathAndQuery: p.string(range)))
+    var highBytes = false
+    if let error = validatePathAndQuery(p, range, highBytes: &highBytes) {
+      return .failure(error)
+    }
+    return .success(.origin(pathAndQuery: targetString(p, range, encodeHigh: highBytes)))
   }
   if range.count == 1 && first == 0x2A {
     guard isOptions else { return targetError("asterisk-form target is only allowed for options") }
@@ -420,22 +423,25 @@ private func parseTarget(
     return targetError("invalid authority in request target")
   }
   let rest = i..<range.upperBound
-  if let error = validatePathAndQuery(p, rest) { return .failure(error) }
+  var highBytes = false
+  if let error = validatePathAndQuery(p, rest, highBytes: &highBytes) { return .failure(error) }
   let pathAndQuery: String
   if rest.isEmpty {
     pathAndQuery = "/"
   } else if p[rest.lowerBound] == ASCII.question {
-    pathAndQuery = "/" + p.string(rest)
+    pathAndQuery = "/" + targetString(p, rest, encodeHigh: highBytes)
   } else {
-    pathAndQuery = p.string(rest)
+    pathAndQuery = targetString(p, rest, encodeHigh: highBytes)
   }
   return .success(.absolute(scheme: scheme, authority: authority, pathAndQuery: pathAndQuery))
 }
 
-/// Path and query: RFC 3986 characters only, `%` followed by two hex digits, no fragment, and
-/// no dot-segment in the path.
+/// Path and query: RFC 3986 characters, `%` followed by two hex digits, no fragment, and no
+/// dot-segment in the path. Raw bytes >= 0x80 are accepted too (curl sends `http://h/café` as
+/// raw UTF-8; nginx and squid take it), and `highBytes` says whether there were any: the target
+/// then carries them percent-encoded (`targetString`).
 private func validatePathAndQuery(
-  _ p: UnsafeBufferPointer<UInt8>, _ range: Range<Int>
+  _ p: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, highBytes: inout Bool
 ) -> HTTPParseError? {
   var i = range.lowerBound
   let end = range.upperBound
@@ -447,6 +453,11 @@ private func validatePathAndQuery(
         return HTTPParseError(status: 400, reason: "invalid percent-encoding in request target")
       }
       i &+= 3
+      continue
+    }
+    if b >= 0x80 {
+      highBytes = true
+      i &+= 1
       continue
     }
     guard isTargetChar(b) else {
@@ -462,6 +473,27 @@ private func validatePathAndQuery(
     return HTTPParseError(status: 400, reason: "path contains dot-segments")
   }
   return nil
+}
+
+/// The target text, with each byte >= 0x80 as `%XX` (uppercase hex) when `encodeHigh`.
+private func targetString(
+  _ p: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, encodeHigh: Bool
+) -> String {
+  guard encodeHigh else { return p.string(range) }
+  var out: [UInt8] = []
+  out.reserveCapacity(range.count &* 3)
+  let digits: StaticString = "0123456789ABCDEF"
+  for j in range {
+    let b = p[j]
+    if b >= 0x80 {
+      out.append(ASCII.percent)
+      out.append(digits.utf8Start[Int(b >> 4)])
+      out.append(digits.utf8Start[Int(b & 0x0F)])
+    } else {
+      out.append(b)
+    }
+  }
+  return String(decoding: out, as: UTF8.self)
 }
 
 /// True when a segment of the path is `.` or `..`, literally or percent-encoded (`%2e`).

@@ -119,8 +119,70 @@ final class RouterTests: XCTestCase {
       XCTAssertEqual(outcome(r, "api.example.com", path: path), "403 denied", path)
     }
     XCTAssertEqual(outcome(r, "api.example.com", path: "/administrator"), "forward #2")
-    XCTAssertEqual(outcome(r, "api.example.com", path: "/admin%2Fx"), "forward #2")
+    XCTAssertEqual(outcome(r, "api.example.com", path: "/admin%2Fx"), "403 denied")
     XCTAssertEqual(outcome(r, "api.example.com", path: "/v1/.well-known"), "forward #2")
+  }
+
+  /// Deny matches broadly: every spelling some upstream reads as under `/admin` is refused.
+  func testDenyPathMatchesEveryServerReading() throws {
+    let r = try router(
+      """
+      route api.example.com/admin {
+        deny
+      }
+      route api.example.com {
+      }
+      """)
+    for path in [
+      "/admin%2fusers", "/admin%2Fusers", "/admin;x/y", "/admin;jsessionid=1", "/ADMIN/x",
+      "/Admin", "/admin%20/x", "/admin%09/x", "/%20admin/x", "/admin./x", "/admin.%20/x",
+      "/%2fadmin/x", "/%5cadmin/x", "/admin%5cx", "/%41DMIN", "/admin%252fx", "/%2561dmin/x",
+      "/x/..;/admin", "/x/%2e%2e;/admin", "/x/..%3b/admin", "/adm%69n;a=b/c",
+      "/%25252561dmin",
+    ] {
+      XCTAssertEqual(outcome(r, "api.example.com", path: path), "403 denied", path)
+    }
+    for path in ["/administrator", "/admins/x", "/x/admin", "/", "/ad%20min"] {
+      XCTAssertEqual(outcome(r, "api.example.com", path: path), "forward #2", path)
+    }
+  }
+
+  /// Allow matches narrowly: a path is inside an allow route's prefix only when it is under
+  /// every reading.
+  func testAllowPathMatchesOnlyUnderEveryReading() throws {
+    let r = try router(
+      """
+      route api.example.com/public {
+      }
+      route api.example.com/files/ {
+      }
+      """)
+    for path in [
+      "/public", "/public/x", "/public/a%2Fb", "/%70ublic/x", "/public/x;y",
+      "/files/", "/files/a",
+    ] {
+      XCTAssertNotEqual(outcome(r, "api.example.com", path: path), "403 no_route", path)
+    }
+    for path in [
+      "/public%2fx", "/PUBLIC/x", "/public;v=1", "/public;x/..;/admin", "/public/..;/admin",
+      "/public%20/x",
+      "/public/%252e%252e/admin", "/public/x%252F..%252F..%252Fadmin", "/public%5cx",
+      "/public/x/..%3B/admin", "/public./x", "/files", "/files%2f",
+    ] {
+      XCTAssertEqual(outcome(r, "api.example.com", path: path), "403 no_route", path)
+    }
+  }
+
+  /// `explain` takes the router's decision.
+  func testExplainAgreesWithRouterOnPathSpellings() throws {
+    let config = try ConfigParser.parse(
+      text: "route api.example.com/admin {\n  deny\n}\nroute api.example.com {\n}\n")
+    for path in ["/admin%2fusers", "/ADMIN/x", "/admin;x/y", "/%2fadmin/x"] {
+      let (text, allowed) = Explain.render(
+        config: config, url: "https://api.example.com\(path)", method: "GET", environment: [:])
+      XCTAssertFalse(allowed, text)
+      XCTAssertTrue(text.contains("refused: 403 denied"), text)
+    }
   }
 
   func testIPAddresses() throws {
@@ -145,6 +207,81 @@ final class RouterTests: XCTestCase {
     XCTAssertEqual(outcome(r, "0:0::0:1", port: 8080), "forward #2")
     XCTAssertEqual(outcome(r, "::2", port: 8080), "forward #3")
     XCTAssertEqual(outcome(r, "1password.com"), "forward #3")
+  }
+
+  /// A deny route for an IPv4 address matches it in every spelling, including the IPv6 forms
+  /// that carry it (IPv4-mapped, NAT64 well-known prefix, 6to4).
+  func testIPv4DenyMatchesEverySpelling() throws {
+    let r = try router(
+      """
+      route 10.1.2.3 {
+        deny
+      }
+      route 127.0.0.1:8080/secret {
+        deny
+      }
+      route * {
+      }
+      """)
+    for host in [
+      "10.1.2.3", "10.1.2.3.", "167838211", "012.1.2.3", "0xa.1.2.3", "10.1.515", "0xa010203",
+      "::ffff:10.1.2.3", "[::ffff:a01:203]", "[64:ff9b::a01:203]", "[64:ff9b::10.1.2.3]",
+      "64:FF9B::A01:203", "[2002:0a01:0203::]", "2002:a01:203:1::5", "[2002:a01:203::1]",
+    ] {
+      XCTAssertEqual(outcome(r, host), "403 denied", host)
+    }
+    for host in [
+      "127.0.0.1", "2130706433", "127.1", "[::ffff:127.0.0.1]", "[64:ff9b::7f00:1]",
+      "[64:ff9b::127.0.0.1]", "[2002:7f00:1::]",
+    ] {
+      XCTAssertEqual(outcome(r, host, port: 8080, path: "/secret/x"), "403 denied", host)
+      XCTAssertEqual(outcome(r, host, port: 8080, path: "/public"), "forward #3", host)
+    }
+    for host in ["10.1.2.4", "[64:ff9b::a01:204]", "[64:ff9b:1::a01:203]", "[2003:a01:203::]"] {
+      XCTAssertEqual(outcome(r, host), "forward #3", host)
+    }
+  }
+
+  /// An allow route for an IPv4 address matches its IPv4 spellings and IPv4-mapped form, not the
+  /// NAT64 or 6to4 addresses (those dial an IPv6 address; the SSRF guard vets them).
+  func testIPv4AllowDoesNotMatchTranslatedIPv6() throws {
+    let r = try router("route 10.1.2.3 {\n}\n")
+    for host in ["10.1.2.3", "167838211", "10.1.515", "[::ffff:10.1.2.3]", "10.1.2.3."] {
+      XCTAssertEqual(outcome(r, host), "forward #1", host)
+    }
+    for host in ["[64:ff9b::a01:203]", "[64:ff9b::10.1.2.3]", "[2002:a01:203::]"] {
+      XCTAssertEqual(outcome(r, host), "403 no_route", host)
+    }
+  }
+
+  /// A deny route written as a NAT64 or 6to4 address also denies the IPv4 address it carries.
+  func testTranslatedIPv6DenyMatchesItsIPv4() throws {
+    let r = try router("route [64:ff9b::a01:203] {\n  deny\n}\nroute * {\n}\n")
+    for host in ["10.1.2.3", "[64:ff9b::a01:203]", "[2002:a01:203::]", "167838211"] {
+      XCTAssertEqual(outcome(r, host), "403 denied", host)
+    }
+    XCTAssertEqual(outcome(r, "10.1.2.4"), "forward #2")
+  }
+
+  /// The router and the SSRF side read a host with the same canonicaliser.
+  func testCanonicalHost() {
+    func c(_ s: String) -> String {
+      let h = CanonicalHost(s)
+      return h.address.map { "ip \($0)" } ?? "name \(h.text)"
+    }
+    XCTAssertEqual(c("API.Example.COM."), "name api.example.com")
+    XCTAssertEqual(c("[::1]"), "ip ::1")
+    XCTAssertEqual(c("[FE80::1%25eth0]"), "ip fe80::1")
+    XCTAssertEqual(c("0x7f.1"), "ip 127.0.0.1")
+    XCTAssertEqual(c("127.0.0.1."), "ip 127.0.0.1")
+    XCTAssertEqual(c("1password.com"), "name 1password.com")
+    XCTAssertEqual(c("1.2.3.4.5"), "name 1.2.3.4.5")
+    XCTAssertEqual(CanonicalHost("[64:ff9b::a01:203]").reachedIPv4, 0x0A01_0203)
+    XCTAssertEqual(CanonicalHost("2002:a01:203::").reachedIPv4, 0x0A01_0203)
+    XCTAssertEqual(CanonicalHost("::ffff:10.1.2.3").reachedIPv4, 0x0A01_0203)
+    XCTAssertEqual(CanonicalHost("10.1.2.3").reachedIPv4, 0x0A01_0203)
+    XCTAssertNil(CanonicalHost("::1").reachedIPv4)
+    XCTAssertNil(CanonicalHost("example.com").reachedIPv4)
   }
 
   func testFirstMatchWins() throws {

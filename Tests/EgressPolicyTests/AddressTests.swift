@@ -227,9 +227,9 @@ final class AddressTests: XCTestCase {
       XCTAssertEqual(AddressClassifier.classify(ip(text)), cls, text)
       XCTAssertEqual(AddressClassifier.isForbiddenByDefault(ip(text)), cls != .public, text)
     }
-    XCTAssertEqual(AddressClassifier.embeddedIPv4(ip("::ffff:1.2.3.4")), 0x0102_0304)
-    XCTAssertEqual(AddressClassifier.embeddedIPv4(ip("2002:102:304::")), 0x0102_0304)
-    XCTAssertNil(AddressClassifier.embeddedIPv4(ip("1.2.3.4")))
+    XCTAssertEqual(ip("::ffff:1.2.3.4").embeddedIPv4, 0x0102_0304)
+    XCTAssertEqual(ip("2002:102:304::").embeddedIPv4, 0x0102_0304)
+    XCTAssertNil(ip("1.2.3.4").embeddedIPv4)
     XCTAssertEqual(AddressClass.linkLocal.description, "link-local")
   }
 }

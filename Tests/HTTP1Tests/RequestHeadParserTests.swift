@@ -280,7 +280,7 @@ final class RequestHeadParserTests: XCTestCase {
   func testTargetCharacters() {
     for target in [
       "/a#frag", "/a\"b", "/a<b", "/a>b", "/a\\b", "/a^b", "/a`b", "/a{b", "/a|b", "/a}b", "/a[b",
-      "/café", "/%", "/%4", "/%zz", "/%4g", "/a?b#c",
+      "/%", "/%4", "/%zz", "/%4g", "/a?b#c",
     ] {
       assertRejected("GET \(target) HTTP/1.1\r\nHost: a\r\n\r\n", 400)
     }
@@ -291,6 +291,38 @@ final class RequestHeadParserTests: XCTestCase {
     let head = assertAccepted(
       "GET /azAZ09-._~!$&'()*+,;=:@/%20%ff?q=/?:@!$'()*+,;=%7E HTTP/1.1\r\nHost: a\r\n\r\n")
     XCTAssertEqual(head?.pathAndQuery, "/azAZ09-._~!$&'()*+,;=:@/%20%ff?q=/?:@!$'()*+,;=%7E")
+  }
+
+  /// Raw bytes >= 0x80 (curl sends `http://h/café` as raw UTF-8) are accepted in the path and
+  /// query, as nginx and squid do, and carried percent-encoded; never in the authority.
+  func testRawHighBytesInTargetArePercentEncoded() {
+    var head = assertAccepted("GET /café?q=ü HTTP/1.1\r\nHost: a\r\n\r\n")
+    XCTAssertEqual(head?.pathAndQuery, "/caf%C3%A9?q=%C3%BC")
+    head = assertAccepted("GET http://a.example/caf\u{e9}/x HTTP/1.1\r\nHost: a\r\n\r\n")
+    XCTAssertEqual(head?.pathAndQuery, "/caf%C3%A9/x")
+    head = assertAccepted("GET http://a.example?\u{2603} HTTP/1.1\r\nHost: a\r\n\r\n")
+    XCTAssertEqual(head?.pathAndQuery, "/?%E2%98%83")
+    // Any byte >= 0x80, not only valid UTF-8.
+    var bytes = Array("GET /a".utf8)
+    bytes += [0xFF, 0x80]
+    bytes += Array(" HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+    if case .complete(let h, _) = parseHead(bytes, plan: [bytes.count]) {
+      XCTAssertEqual(h.pathAndQuery, "/a%FF%80")
+    } else {
+      XCTFail("raw 0xFF 0x80 refused")
+    }
+    // A byte >= 0x80 next to a dot does not hide a dot-segment, nor make one.
+    assertAccepted("GET /a/..\u{e9}/b HTTP/1.1\r\nHost: a\r\n\r\n")
+    // Never in the authority; control bytes, space and DEL stay refused.
+    assertRejected("GET http://caf\u{e9}.example/ HTTP/1.1\r\nHost: a\r\n\r\n", 400)
+    assertRejected("GET / HTTP/1.1\r\nHost: caf\u{e9}.example\r\n\r\n", 400)
+    assertRejected("CONNECT caf\u{e9}.example:443 HTTP/1.1\r\nHost: a\r\n\r\n", 400)
+    for bad: UInt8 in [0x00, 0x01, 0x7F] {
+      var b = Array("GET /caf\u{e9}".utf8)
+      b.append(bad)
+      b += Array(" HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+      assertRejected(bytes: b, 400, "invalid character in request target")
+    }
   }
 
   func testDotSegments() {

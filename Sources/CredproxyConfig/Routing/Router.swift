@@ -23,8 +23,19 @@ public enum RoutingDecision: Sendable {
 ///
 /// Hosts are compared as the resolver would dial them: a trailing dot is ignored, IPv6 literals
 /// are compared as addresses, and other spellings of an IPv4 address (`127.1`, `2130706433`,
-/// `0x7f.0.0.1`) as the address they denote. Paths are compared after normalisation (see
-/// `PathNormalizer`) so that `/%61dmin` or `/x/../admin` cannot slip past a rule for `/admin`.
+/// `0x7f.0.0.1`) as the address they denote, all read by `CanonicalHost` (the SSRF checks read
+/// hosts with it too). A `deny` route for an IPv4 address also matches the IPv6 addresses that
+/// carry it (IPv4-mapped, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`); an allow route only its
+/// IPv4-mapped form.
+///
+/// Paths: deny matches broadly, allow matches narrowly. A `deny` pattern's prefix matches a
+/// path that is under it in any reading: the RFC 3986 one (`PathNormalizer`: unreserved escapes
+/// decoded, `.`/`..` applied, `//` merged) or the canonical one (`CanonicalPath`: all escapes
+/// decoded, `%2F` and `\` split segments, `;params` cut, blanks and trailing dots trimmed,
+/// case folded), so `/admin%2fx`, `/admin;x/y`, `/ADMIN`, `/admin%20/x` cannot slip past a rule
+/// for `/admin`. An allow pattern's prefix matches only a path under it in both the RFC 3986
+/// and the canonical reading (not folded or trimmed), and never one whose canonical reading has
+/// a dot-segment (`/public/..;/admin`) or still decodes after four passes.
 public struct Router: Sendable {
   private let routes: [CompiledRoute]
 
@@ -86,22 +97,14 @@ public struct Router: Sendable {
     method: String, host: String, explicitPort: Int?, path: String, check: ClientCheck
   ) -> RoutingDecision {
     let key = HostKey(host)
-    // The path part (no query or fragment), normalised only when it could change.
-    let raw = path.utf8.prefix(while: { $0 != 0x3F && $0 != 0x23 })
-    let normalized: [UInt8]? =
-      PathNormalizer.needsNormalization(raw) ? PathNormalizer.normalize(raw) : nil
+    // The path part (no query or fragment); its other readings are made only when needed.
+    var readings = PathReadings(path.utf8.prefix(while: { $0 != 0x3F && $0 != 0x23 }))
     for r in routes {
       let port = explicitPort ?? r.defaultPort
       var hit = false
       for p in r.patterns {
         guard p.port == nil || p.port == port, p.host.matches(key) else { continue }
-        let ok: Bool
-        if let normalized {
-          ok = p.matchesPath(normalized)
-        } else {
-          ok = p.matchesPath(raw)
-        }
-        if ok {
+        if p.matchesPath(&readings) {
           hit = true
           break
         }
@@ -189,7 +192,7 @@ private struct CompiledRoute: Sendable {
     self.route = route
     self.index = index
     self.defaultPort = route.upstream.defaultPort
-    self.patterns = route.patterns.map(CompiledPattern.init)
+    self.patterns = route.patterns.map { CompiledPattern($0, deny: route.deny) }
     let label = "route #\(index + 1) \(route.name) (line \(route.line))"
     self.label = label
     self.denyReason = "denied by \(label)"
@@ -207,62 +210,82 @@ private struct CompiledRoute: Sendable {
 }
 
 private struct CompiledPattern: Sendable {
+  /// Deny matches broadly, allow narrowly. An IPv4 pattern matches the address in every
+  /// spelling (`CanonicalHost`) and its IPv4-mapped form; a deny pattern also matches the NAT64
+  /// and 6to4 addresses that carry it, an allow pattern does not (those dial an IPv6 address,
+  /// which the SSRF guard vets). An IPv6 pattern matches that address; a deny pattern for a
+  /// NAT64 or 6to4 address also matches the IPv4 address it carries, in every spelling.
   enum HostMatch: Sendable {
     case any
     case name([UInt8])
     /// With its leading dot: `.example.com`.
     case suffix([UInt8])
-    case ipv4(UInt32)
-    case ipv6(UInt64, UInt64)
+    case ipv4(UInt32, deny: Bool)
+    /// `embedded`: the IPv4 address a NAT64 or 6to4 address carries, for deny patterns.
+    case ipv6(IPAddress, embedded: UInt32?)
+
+    init(_ p: RoutePattern.Host, deny: Bool) {
+      switch p {
+      case .any:
+        self = .any
+      case .suffix(let s):
+        self = .suffix(Array(("." + s).utf8))
+      case .exact(let h):
+        let c = CanonicalHost(h)
+        if let a = c.address?.unmapped {
+          if let v4 = a.ipv4 {
+            self = .ipv4(v4, deny: deny)
+          } else {
+            self = .ipv6(a, embedded: deny ? a.embeddedIPv4 : nil)
+          }
+        } else {
+          self = .name(Array(c.text.utf8))
+        }
+      }
+    }
 
     func matches(_ key: HostKey) -> Bool {
-      switch (self, key.kind) {
-      case (.any, _):
+      switch self {
+      case .any:
         return true
-      case (.name(let n), .name):
-        return key.name.elementsEqual(n)
-      case (.suffix(let s), .name):
+      case .name(let n):
+        return key.host.address == nil && key.name.elementsEqual(n)
+      case .suffix(let s):
         let h = key.name
-        return h.count > s.count && h.suffix(s.count).elementsEqual(s)
-      case (.ipv4(let a), .ipv4(let b)):
-        return a == b
-      case (.ipv6(let a1, let a2), .ipv6(let b1, let b2)):
-        return a1 == b1 && a2 == b2
-      default:
-        return false
+        return key.host.address == nil && h.count > s.count && h.suffix(s.count).elementsEqual(s)
+      case .ipv4(let v4, let deny):
+        guard let a = key.host.address else { return false }
+        if a.unmapped.ipv4 == v4 { return true }
+        return deny && a.embeddedIPv4 == v4
+      case .ipv6(let p, let embedded):
+        guard let a = key.host.address else { return false }
+        if a == p { return true }
+        guard let embedded else { return false }
+        return key.host.reachedIPv4 == embedded
       }
     }
   }
 
   let host: HostMatch
   let port: Int?
+  /// The prefix in the RFC 3986 reading (as the config parser normalised it).
   let path: [UInt8]?
   let pathIsDirectory: Bool
+  /// The prefix in the canonical reading (`CanonicalPath.resolved`, folded for deny).
+  let canonical: [UInt8]?
+  let deny: Bool
 
-  init(_ p: RoutePattern) {
-    switch p.host {
-    case .any:
-      host = .any
-    case .suffix(let s):
-      host = .suffix(Array(("." + s).utf8))
-    case .exact(let h):
-      if let v4 = IPText.ipv4Canonical(h.utf8) {
-        host = .ipv4(v4)
-      } else if let v6 = IPText.ipv6(h) {
-        host =
-          v6.0 == 0 && v6.1 >> 32 == 0xFFFF
-          ? .ipv4(UInt32(truncatingIfNeeded: v6.1)) : .ipv6(v6.0, v6.1)
-      } else {
-        host = .name(Array(h.utf8))
-      }
-    }
+  init(_ p: RoutePattern, deny: Bool) {
+    host = HostMatch(p.host, deny: deny)
     port = p.port
     path = p.pathPrefix.map { Array($0.utf8) }
     pathIsDirectory = p.pathPrefix?.hasSuffix("/") ?? false
+    canonical = path.map { CanonicalPath($0, fold: deny).resolved }
+    self.deny = deny
   }
 
-  /// Whole-segment prefix match; a pattern without a path matches anything.
-  func matchesPath<C: Collection>(_ candidate: C) -> Bool where C.Element == UInt8 {
+  /// Whole-segment prefix match in the RFC 3986 reading (`PathNormalizer`).
+  func matchesRFCPath<C: Collection>(_ candidate: C) -> Bool where C.Element == UInt8 {
     guard let path else { return true }
     guard candidate.count >= path.count else { return false }
     var i = candidate.startIndex
@@ -273,44 +296,96 @@ private struct CompiledPattern: Sendable {
     if pathIsDirectory || i == candidate.endIndex { return true }
     return candidate[i] == 0x2F
   }
+
+  /// A pattern without a path matches anything. A deny pattern matches when the path is under
+  /// its prefix in any reading (RFC 3986, canonical with dot-segments applied or kept, or a
+  /// path that still decodes after `CanonicalPath.maxDecodePasses`); an allow pattern only when
+  /// it is under the prefix in both the RFC 3986 and the canonical reading, and the canonical
+  /// reading has no dot-segment and is not ambiguous.
+  func matchesPath(_ r: inout PathReadings) -> Bool {
+    guard path != nil, let canonical else { return true }
+    if deny {
+      if r.simple && !r.upper {
+        return CanonicalPath.hasPrefix(r.raw, canonical) || matchesRFCPath(r.raw)
+      }
+      if r.simple {
+        return CanonicalPath.hasPrefix(r.lowered(), canonical) || matchesRFCPath(r.raw)
+      }
+      let c = r.denyReading()
+      return c.ambiguous || CanonicalPath.hasPrefix(c.resolved, canonical)
+        || CanonicalPath.hasPrefix(c.literal, canonical) || matchesRFCPath(r.rfc())
+    }
+    if r.simple { return matchesRFCPath(r.raw) && CanonicalPath.hasPrefix(r.raw, canonical) }
+    let c = r.allowReading()
+    return !c.ambiguous && !c.hasDotSegment && CanonicalPath.hasPrefix(c.resolved, canonical)
+      && matchesRFCPath(r.rfc())
+  }
 }
 
-/// The request host, classified once per request.
-private struct HostKey {
-  enum Kind {
-    case name
-    case ipv4(UInt32)
-    case ipv6(UInt64, UInt64)
+/// One request path and its readings, each made at most once and only when a pattern with a
+/// path needs it. A path without `%`, `;`, `\`, dots at segment ends or empty segments
+/// (`simple`) reads the same everywhere and needs no work, unless a deny pattern must see it
+/// lowercased.
+struct PathReadings {
+  let raw: Substring.UTF8View
+  let simple: Bool
+  let upper: Bool
+  private var rfcForm: [UInt8]?
+  private var lowerForm: [UInt8]?
+  private var allowForm: CanonicalPath?
+  private var denyForm: CanonicalPath?
+
+  init(_ raw: Substring.UTF8View) {
+    self.raw = raw
+    simple = !PathNormalizer.needsCanonical(raw)
+    upper = PathNormalizer.hasUpper(raw)
   }
-  let kind: Kind
-  /// The name without a trailing dot (lowercased).
-  let name: Substring.UTF8View
+
+  mutating func rfc() -> [UInt8] {
+    if let rfcForm { return rfcForm }
+    let f = PathNormalizer.normalize(raw)
+    rfcForm = f
+    return f
+  }
+
+  mutating func lowered() -> [UInt8] {
+    if let lowerForm { return lowerForm }
+    let f = raw.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+    lowerForm = f
+    return f
+  }
+
+  mutating func allowReading() -> CanonicalPath {
+    if let allowForm { return allowForm }
+    let f = CanonicalPath(raw, fold: false)
+    allowForm = f
+    return f
+  }
+
+  mutating func denyReading() -> CanonicalPath {
+    if let denyForm { return denyForm }
+    let f = CanonicalPath(raw, fold: true)
+    denyForm = f
+    return f
+  }
+}
+
+/// The request host, read once per request.
+private struct HostKey {
+  let host: CanonicalHost
   let display: String
 
   init(_ host: String) {
-    var h = Substring(host)
-    if h.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) { h = Substring(host.lowercased()) }
-    if h.utf8.count > 1 && h.utf8.last == 0x2E { h = h.dropLast() }
-    if h.utf8.first == 0x5B && h.utf8.last == 0x5D { h = h.dropFirst().dropLast() }
+    self.host = CanonicalHost(host)
     display = host
-    name = h.utf8
-    if let first = h.utf8.first, first >= 0x30 && first <= 0x39,
-      let v4 = IPText.ipv4Lenient(h.utf8)
-    {
-      kind = .ipv4(v4)
-    } else if h.utf8.contains(0x3A), let v6 = IPText.ipv6(h) {
-      // An IPv4-mapped address reaches the IPv4 host: route it as that host.
-      kind =
-        v6.0 == 0 && v6.1 >> 32 == 0xFFFF
-        ? .ipv4(UInt32(truncatingIfNeeded: v6.1)) : .ipv6(v6.0, v6.1)
-    } else {
-      kind = .name
-    }
   }
+
+  /// Lowercase, without brackets or a trailing dot.
+  var name: Substring.UTF8View { host.text.utf8 }
 
   /// `host:port` for messages, IPv6 in brackets.
   func authority(_ port: Int) -> String {
-    let h = String(Substring(name))
+    let h = String(host.text)
     return h.contains(":") ? "[\(h)]:\(port)" : "\(h):\(port)"
   }
 }
