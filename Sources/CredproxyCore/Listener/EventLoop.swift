@@ -22,7 +22,17 @@ final class EventLoop: @unchecked Sendable {
   let curlTimerFD: Int32
   static let tickIntervalMs = 250
 
-  private var handlers: [EventHandler?] = []
+  /// Who owns each fd, and under which registration: an fd closed and reused within one batch of
+  /// events gets a new generation, so events meant for its old owner are dropped, not delivered
+  /// to the new one (the epoll data carries the generation next to the fd).
+  private struct Registration {
+    let handler: EventHandler
+    let generation: UInt32
+  }
+  private var handlers: [Registration?] = []
+  private var nextGeneration: UInt32 = 1
+  /// The thread running `run()`; nil before it starts (set-up happens on the creating thread).
+  private var loopThread: pthread_t?
   private let tasks = Mutex<[@Sendable () -> Void]>([])
   private var stopping = false
 
@@ -63,16 +73,33 @@ final class EventLoop: @unchecked Sendable {
 
   // MARK: registration (loop thread only)
 
+  /// Traps (in debug builds) when called off the loop's thread once the loop runs: everything
+  /// but `execute` belongs to that thread, and a slip here is a data race, not a slow path.
+  @inline(__always)
+  func assertInLoop(file: StaticString = #fileID, line: UInt = #line) {
+    assert(
+      loopThread.map { pthread_equal($0, pthread_self()) != 0 } ?? true,
+      "called off event loop \(index)'s thread", file: file, line: line)
+  }
+
   func register(_ fd: Int32, events: UInt32, handler: EventHandler) {
-    setHandler(fd, handler)
-    addRaw(fd, events: events)
+    assertInLoop()
+    let generation = setHandler(fd, handler)
+    addRaw(fd, events: events, generation: generation)
   }
 
   func modify(_ fd: Int32, events: UInt32) {
-    var ev = epoll_event(events: events, data: epoll_data_t(fd: fd))
+    assertInLoop()
+    let generation = Int(fd) < handlers.count ? handlers[Int(fd)]?.generation ?? 0 : 0
+    var ev = epoll_event(events: events, data: epoll_data_t(u64: Self.tag(fd, generation)))
     if epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT {
       epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev)
     }
+  }
+
+  @inline(__always)
+  private static func tag(_ fd: Int32, _ generation: UInt32) -> UInt64 {
+    UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
   }
 
   /// Registers or updates a descriptor that curl owns; the handler receives its events.
@@ -82,6 +109,7 @@ final class EventLoop: @unchecked Sendable {
   }
 
   func unregister(_ fd: Int32) {
+    assertInLoop()
     epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
     if fd >= 0 && Int(fd) < handlers.count { handlers[Int(fd)] = nil }
   }
@@ -149,6 +177,7 @@ final class EventLoop: @unchecked Sendable {
   // MARK: the loop
 
   func run() {
+    loopThread = pthread_self()
     let maxEvents = 256
     let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: maxEvents)
     defer { events.deallocate() }
@@ -159,7 +188,9 @@ final class EventLoop: @unchecked Sendable {
         fatalError("epoll_wait failed: errno \(errno)")
       }
       for i in 0..<Int(n) {
-        let fd = events[i].data.fd
+        let data = events[i].data.u64
+        let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
+        let generation = UInt32(truncatingIfNeeded: data >> 32)
         let mask = events[i].events
         if fd == wakeFD {
           drain(wakeFD)
@@ -170,8 +201,10 @@ final class EventLoop: @unchecked Sendable {
         } else if fd == curlTimerFD {
           drain(curlTimerFD)
           curlTimerFired()
-        } else if Int(fd) < handlers.count, let handler = handlers[Int(fd)] {
-          handler.handleEvents(fd: fd, events: mask)
+        } else if Int(fd) < handlers.count, let owner = handlers[Int(fd)],
+          owner.generation == generation
+        {
+          owner.handler.handleEvents(fd: fd, events: mask)
         }
       }
       // A timeout curl wants "now" may be asked for again while it runs: loop until quiet.
@@ -200,16 +233,24 @@ final class EventLoop: @unchecked Sendable {
     _ = Glibc.read(fd, &value, 8)
   }
 
-  private func addRaw(_ fd: Int32, events: UInt32) {
-    var ev = epoll_event(events: events, data: epoll_data_t(fd: fd))
+  /// The loop's own descriptors (wake-up, timers) use generation 0, which no handler gets.
+  private func addRaw(_ fd: Int32, events: UInt32, generation: UInt32 = 0) {
+    var ev = epoll_event(events: events, data: epoll_data_t(u64: Self.tag(fd, generation)))
     epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev)
   }
 
-  private func setHandler(_ fd: Int32, _ handler: EventHandler) {
+  /// Records `handler` as the owner of `fd`. The same owner keeps its generation (curl updates
+  /// its sockets' interest many times); a new owner gets a new one.
+  @discardableResult
+  private func setHandler(_ fd: Int32, _ handler: EventHandler) -> UInt32 {
     let i = Int(fd)
     if i >= handlers.count {
       handlers.append(contentsOf: repeatElement(nil, count: max(i + 1 - handlers.count, 1024)))
     }
-    handlers[i] = handler
+    if let current = handlers[i], current.handler === handler { return current.generation }
+    let generation = nextGeneration
+    nextGeneration = nextGeneration == UInt32.max ? 1 : nextGeneration + 1
+    handlers[i] = Registration(handler: handler, generation: generation)
+    return generation
   }
 }

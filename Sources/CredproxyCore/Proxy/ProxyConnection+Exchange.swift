@@ -25,7 +25,7 @@ extension ProxyConnection {
     case .token(let token):
       startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
     case .waiting:
-      phase = .awaitingToken
+      enter(.awaitingToken(forward, retrying: exchange))
     case .failed(let message):
       tokenFailed(forward, message)
     case .unavailable(let message):
@@ -37,7 +37,7 @@ extension ProxyConnection {
     _ result: Result<MintedToken, MintFailure>, forward: Forward, request: TokenRequest,
     header: String
   ) {
-    guard !closed, phase == .awaitingToken else { return }
+    guard case .awaitingToken = state else { return }
     switch result {
     case .success(let token):
       startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
@@ -51,7 +51,6 @@ extension ProxyConnection {
     _ forward: Forward, _ message: String, code: String = "token_unavailable"
   ) {
     let head = forward.head
-    exchange = nil
     respond(
       ErrorResponse(status: 503, code: code, message: message),
       close: head.framing != .none || !head.keepAlive, log: forward.log)
@@ -112,8 +111,7 @@ extension ProxyConnection {
     transfer.delegate = self
     transfer.isActive = true
     ex.transfer = transfer
-    exchange = ex
-    phase = .exchanging
+    enter(.exchanging(ex))
     context.multi.start(transfer)
     flush()
   }
@@ -290,7 +288,6 @@ extension ProxyConnection {
     } else {
       if ex.framing == .chunked { output.append(lastChunk) }
       logExchange(ex, status: ex.status, error: nil)
-      exchange = nil
       // Unread request body bytes must never be parsed as a request: close after this answer.
       responseQueued(
         thenClose: ex.framing == .untilClose || !ex.keepAlive || drainRequested
@@ -306,7 +303,6 @@ extension ProxyConnection {
   /// An exchange failed: answer with an error if nothing was sent yet, else cut the connection
   /// (the client must not take a truncated body for a complete one).
   func finishWithError(_ ex: Exchange, _ response: ErrorResponse, close: Bool) {
-    exchange = nil
     ex.forward.slot?.release()
     if ex.headSent {
       logExchange(ex, status: ex.status, error: response.code)
@@ -316,7 +312,6 @@ extension ProxyConnection {
     // What left for the upstream is counted even when it then failed.
     respond(response, close: close, log: ex.log, bytesIn: ex.bytesIn)
     if !closed {
-      if !close { phase = .idle }
       process()
       if !closed { updateInterest() }
     }

@@ -44,25 +44,22 @@ extension ProxyConnection {
       policy: runtime.ssrf, route: route, host: target.host,
       report: runtime.config.effectiveMode(route) == .report)
     let upstream = TunnelUpstream(loop: context.loop)
-    tunnel = upstream
-    tunnelLog = record
-    phase = .tunnelDialing
-    tunnelDialStartedMs = EventLoop.nowMs()
-    tunnelConnectTimeoutMs = route.connectTimeoutMs ?? runtime.config.connectTimeoutMs
+    let tunnel = Tunnel(
+      upstream: upstream, log: record, dialStartedMs: EventLoop.nowMs(),
+      connectTimeoutMs: route.connectTimeoutMs ?? runtime.config.connectTimeoutMs)
+    enter(.dialing(tunnel))
     upstream.onConnected = { [unowned self] failure in
-      guard !closed, phase == .tunnelDialing else { return }
+      guard case .dialing(let current) = state, current === tunnel else { return }
       if let failure {
-        tunnel = nil
-        tunnelLog = nil
-        var log = record
+        var log = tunnel.log
         if failure.status == 403 { log.deny(failure.code) }
         respond(
           ErrorResponse(status: failure.status, code: failure.code, message: failure.message),
           close: true, log: log)
         return
       }
-      phase = .tunneling
-      if upstream.dialledDespiteRefusal { tunnelLog?.report("blocked_address") }
+      enter(.tunneling(tunnel))
+      if upstream.dialledDespiteRefusal { tunnel.log.report("blocked_address") }
       context.runtime.metrics.tunnelOpened()
       output.append("HTTP/1.1 200 Connection established\r\n\r\n")
       upstream.onReadable = { [unowned self] in pumpTunnelDown() }
@@ -83,25 +80,26 @@ extension ProxyConnection {
 
   /// Client → upstream: what the client sent goes out as is.
   func pumpTunnelUp() {
-    guard let tunnel, phase == .tunneling else { return }
+    guard case .tunneling(let tunnel) = state else { return }
     let before = input.count
-    if !tunnel.write(from: input) {
+    if !tunnel.upstream.write(from: input) {
       endTunnel(clientClosed: false)
       return
     }
-    tunnelBytesUp += UInt64(before - input.count)
-    tunnel.updateInterest(clientHasRoom: output.count < Self.outputHighWater)
+    tunnel.bytesUp += UInt64(before - input.count)
+    tunnel.upstream.updateInterest(clientHasRoom: output.count < Self.outputHighWater)
   }
 
   /// Upstream → client, as far as the client keeps up.
   func pumpTunnelDown() {
-    guard let tunnel, phase == .tunneling, !closed else { return }
-    if tunnel.hasPendingWrite || !input.isEmpty { pumpTunnelUp() }
-    let open = tunnel.readAvailable(limit: Self.outputHighWater)
-    if !tunnel.inbound.isEmpty {
-      tunnelBytesDown += UInt64(tunnel.inbound.count)
-      tunnel.inbound.withReadableBytes { output.append($0) }
-      tunnel.inbound.consume(tunnel.inbound.count)
+    guard case .tunneling(let tunnel) = state else { return }
+    let upstream = tunnel.upstream
+    if upstream.hasPendingWrite || !input.isEmpty { pumpTunnelUp() }
+    let open = upstream.readAvailable(limit: Self.outputHighWater)
+    if !upstream.inbound.isEmpty {
+      tunnel.bytesDown += UInt64(upstream.inbound.count)
+      upstream.inbound.withReadableBytes { output.append($0) }
+      upstream.inbound.consume(upstream.inbound.count)
       lastActivityMs = EventLoop.nowMs()
       flush()
       if closed { return }
@@ -110,24 +108,23 @@ extension ProxyConnection {
       endTunnel(clientClosed: false)
       return
     }
-    tunnel.updateInterest(clientHasRoom: output.count < Self.outputHighWater)
+    upstream.updateInterest(clientHasRoom: output.count < Self.outputHighWater)
     updateInterest()
   }
 
   /// Either side closed (or went idle): log the tunnel and close both, after flushing what the
   /// upstream sent.
   func endTunnel(clientClosed: Bool) {
-    guard let log = tunnelLog else {
+    guard case .tunneling(let tunnel) = state else {
       close()
       return
     }
-    tunnelLog = nil
-    writeLog(log, status: 200, bytesIn: tunnelBytesUp, bytesOut: tunnelBytesDown, error: nil)
+    writeLog(
+      tunnel.log, status: 200, bytesIn: tunnel.bytesUp, bytesOut: tunnel.bytesDown, error: nil)
     if clientClosed || output.isEmpty {
       close()
     } else {
-      closeWhenFlushed = true
-      tunnel?.close()
+      enter(.closing)
       flush()
     }
   }

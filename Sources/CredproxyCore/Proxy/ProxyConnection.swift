@@ -11,21 +11,6 @@ import Synchronization
 /// backpressure: when the client reads slowly, curl's download is paused; when curl is not taking
 /// the upload, we stop reading the client.
 final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
-  enum Phase {
-    /// Between requests, waiting for the first byte (idle-timeout applies).
-    case idle
-    /// Part of a request head is in (header-timeout applies).
-    case readingHead
-    /// Routed; waiting for the broker to mint the route's token.
-    case awaitingToken
-    /// CONNECT allowed; resolving and dialling the target.
-    case tunnelDialing
-    /// CONNECT established: bytes pass through untouched both ways.
-    case tunneling
-    case exchanging
-    /// An error response is on its way out; nothing more is read.
-    case closing
-  }
 
   /// Stop reading the client when this much is buffered and not yet consumed.
   static let inputHighWater = 256 * 1024
@@ -40,25 +25,16 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   let input = ByteBuffer()
   let output = ByteBuffer()
   var parser: RequestHeadParser
-  var phase = Phase.idle
+  /// Changed only through `enter(_:)`.
+  private(set) var state = ConnectionState.idle
   var interest: UInt32 = 0
   var lastActivityMs: Int64
-  var headStartedMs: Int64 = 0
-  var closeWhenFlushed = false
   var drainRequested = false
   /// TLS needed to send while reading (a handshake or key update): read again when writable.
   var readWantsWrite = false
   let transport: ClientTransport
-  private(set) var closed = false
-  var exchange: Exchange?
   /// The caller's IP, for `from` client rules.
   let peer: IPAddress
-  var tunnel: TunnelUpstream?
-  var tunnelLog: LogContext?
-  var tunnelBytesUp: UInt64 = 0
-  var tunnelBytesDown: UInt64 = 0
-  var tunnelDialStartedMs: Int64 = 0
-  var tunnelConnectTimeoutMs = 10_000
   /// Queued for a flush at the end of this batch (so it is queued once).
   var flushQueued = false
 
@@ -73,6 +49,34 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     self.context = context
     parser = RequestHeadParser(limits: context.runtime.limits)
     lastActivityMs = EventLoop.nowMs()
+  }
+
+  var closed: Bool {
+    if case .closed = state { return true }
+    return false
+  }
+  /// A final answer is queued: close once it is written, read nothing more.
+  var closeWhenFlushed: Bool {
+    if case .closing = state { return true }
+    return false
+  }
+  /// The exchange under way (also while a retry waits for its fresh token).
+  var exchange: Exchange? { state.exchange }
+
+  /// The one way to change state. Whatever the old state owned and the new one does not is let
+  /// go here: a transfer is cancelled before its exchange is dropped (curl must never call into a
+  /// request that is over), a tunnel's socket is closed.
+  func enter(_ next: ConnectionState) {
+    context.loop.assertInLoop()
+    if let ex = state.exchange, next.exchange !== ex, let transfer = ex.transfer {
+      context.multi.cancel(transfer)
+      ex.transfer = nil
+    }
+    if let tunnel = state.tunnel, next.tunnel !== tunnel {
+      tunnel.upstream.close()
+      if case .tunneling = state { context.runtime.metrics.tunnelClosed() }
+    }
+    state = next
   }
 
   func start() {
@@ -127,11 +131,9 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         if n < Self.readChunk && !transport.isTLS { return }
       case .closed:
         // A client that closes mid-exchange aborts its own transfer; between requests it just leaves.
-        if phase == .tunneling {
+        if case .tunneling = state {
           endTunnel(clientClosed: true)
-        } else if phase == .exchanging || phase == .readingHead || phase == .awaitingToken
-          || phase == .tunnelDialing
-        {
+        } else if state.isBusy {
           abort(reason: "client_closed")
         } else {
           close()
@@ -149,14 +151,11 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   /// Parses and starts requests while there is input for them.
   func process() {
-    while !closed && !closeWhenFlushed {
-      switch phase {
+    while true {
+      switch state {
       case .idle, .readingHead:
         if input.isEmpty { return }
-        if phase == .idle {
-          phase = .readingHead
-          headStartedMs = EventLoop.nowMs()
-        }
+        if case .idle = state { enter(.readingHead(startedMs: EventLoop.nowMs())) }
         let result = input.withReadableBytes { parser.parse($0) }
         switch result {
         case .needMore:
@@ -177,7 +176,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       case .tunneling:
         pumpTunnelUp()
         return
-      case .awaitingToken, .closing, .tunnelDialing:
+      case .awaitingToken, .closing, .closed, .dialing:
         return
       }
     }
@@ -223,10 +222,9 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   /// A whole response is queued: close once it is written, or wait for the next request.
   func responseQueued(thenClose close: Bool) {
     if close {
-      closeWhenFlushed = true
-      phase = .closing
+      enter(.closing)
     } else {
-      phase = .idle
+      enter(.idle)
       lastActivityMs = EventLoop.nowMs()
     }
   }
@@ -254,7 +252,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       close()
       return
     }
-    if output.isEmpty && phase == .idle {
+    if output.isEmpty, case .idle = state {
       // Between requests a keep-alive connection gives back buffers a large body grew.
       output.reset()
       if input.isEmpty { input.reset() }
@@ -274,13 +272,13 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   /// Graceful shutdown: an idle connection closes now; a busy one after its current exchange.
   func drain() {
-    switch phase {
+    switch state {
     case .idle:
       close()
-    case .readingHead, .awaitingToken, .exchanging, .tunnelDialing, .tunneling:
+    case .readingHead, .awaitingToken, .exchanging, .dialing, .tunneling:
       exchange?.keepAlive = false
       drainRequested = true
-    case .closing:
+    case .closing, .closed:
       break
     }
   }
@@ -289,19 +287,19 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   func tick(nowMs: Int64) {
     let config = context.runtime.config
-    switch phase {
+    switch state {
     case .idle:
       if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) { close() }
-    case .readingHead:
-      if nowMs - headStartedMs > Int64(config.headerTimeoutMs) {
+    case .readingHead(let startedMs):
+      if nowMs - startedMs > Int64(config.headerTimeoutMs) {
         respond(
           ErrorResponse(
             status: 408, code: "header_timeout",
             message: "request head not received within \(config.headerTimeoutMs) ms"),
           close: true, log: nil)
       }
-    case .exchanging:
-      guard let ex = exchange, let transfer = ex.transfer else { return }
+    case .exchanging(let ex):
+      guard let transfer = ex.transfer else { return }
       if !ex.body.isComplete {
         // Only time spent waiting on the caller counts; while the upstream is slow to take the
         // body (bytes are buffered here), the caller is not at fault.
@@ -334,21 +332,22 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       }
     case .awaitingToken:
       break  // the mint has its own timeouts and retries, and always answers
-    case .tunnelDialing:
-      if nowMs - tunnelDialStartedMs > Int64(tunnelConnectTimeoutMs), let log = tunnelLog {
-        tunnel?.close()
-        tunnel = nil
-        tunnelLog = nil
+    case .dialing(let tunnel):
+      if nowMs - tunnel.dialStartedMs > Int64(tunnel.connectTimeoutMs) {
         respond(
           ErrorResponse(
             status: 504, code: "upstream_timeout",
-            message: "tunnel target \(log.host) did not answer within \(tunnelConnectTimeoutMs) ms"),
-          close: true, log: log)
+            message:
+              "tunnel target \(tunnel.log.host) did not answer within \(tunnel.connectTimeoutMs) ms"
+          ),
+          close: true, log: tunnel.log)
       }
     case .tunneling:
       if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) { endTunnel(clientClosed: false) }
     case .closing:
       if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) { close() }
+    case .closed:
+      break
     }
   }
 
@@ -360,24 +359,13 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       if let t = ex.transfer { context.multi.cancel(t) }
       ex.transfer = nil
       logExchange(ex, status: ex.headSent ? ex.status : 499, error: reason)
-      exchange = nil
     }
     close()
   }
 
   func close() {
     guard !closed else { return }
-    closed = true
-    if let tunnel {
-      tunnel.close()
-      self.tunnel = nil
-      if phase == .tunneling { context.runtime.metrics.tunnelClosed() }
-    }
-    if let t = exchange?.transfer {
-      context.multi.cancel(t)
-      exchange?.transfer = nil
-    }
-    exchange = nil
+    enter(.closed)
     context.loop.unregister(fd)
     transport.close()
     context.connectionClosed(self)
