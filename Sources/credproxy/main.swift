@@ -143,6 +143,9 @@ func serve(_ options: Options) -> Never {
   var signals = controlSignals()
   pthread_sigmask(SIG_BLOCK, &signals, nil)
   ProxyServer.prepareProcess()
+  if let refused = LibcurlCheck.refusedSecurityOption() {
+    fail("credproxy: libcurl refused \(refused); refusing to serve without it", code: 1)
+  }
   let server: ProxyServer
   do {
     server = try ProxyServer(

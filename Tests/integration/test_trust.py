@@ -291,3 +291,43 @@ def test_silent_body_times_out_without_a_rate(proxy, hostile):
                f"Content-Length: 100\r\n\r\n".encode() + b"y" * 10)
         r = c.read_head(timeout=15)
         assert r.status == 408 and r.error_code == "body_timeout", r
+
+
+REFUSING_CURL = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <curl/curl.h>
+#undef curl_easy_setopt
+/* A libcurl that refuses one option, as an old or stripped-down build would. */
+CURLcode curl_easy_setopt(CURL *h, CURLoption o, ...) {
+  static CURLcode (*real)(CURL *, CURLoption, ...);
+  if (!real) real = (CURLcode (*)(CURL *, CURLoption, ...))dlsym(RTLD_NEXT, "curl_easy_setopt");
+  va_list ap;
+  va_start(ap, o);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  if (o == REFUSED) return CURLE_UNKNOWN_OPTION;
+  return real(h, o, arg);
+}
+"""
+
+
+@pytest.mark.parametrize("option", ["CURLOPT_PREREQFUNCTION", "CURLOPT_SSL_VERIFYPEER", "CURLOPT_PROXY"])
+def test_refuses_to_serve_when_libcurl_refuses_a_security_option(tmp_path, credproxy_bin, option):
+    import shutil
+    import subprocess
+
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build the refusing libcurl shim")
+    src = tmp_path / "refuse.c"
+    src.write_text(REFUSING_CURL.replace("REFUSED", option))
+    lib = tmp_path / "refuse.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"], check=True)
+    conf = tmp_path / "proxy.conf"
+    conf.write_text("listen 127.0.0.1:0\nroute example.com {\n  auth none\n}\n")
+    r = subprocess.run([str(credproxy_bin), "serve", "--config", str(conf)], capture_output=True,
+                       text=True, timeout=20, env={"LD_PRELOAD": str(lib), "PATH": "/usr/bin:/bin"},
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert option in r.stderr and "refusing to serve" in r.stderr, r.stderr

@@ -14,6 +14,10 @@ final class CurlMulti: EventHandler {
   /// True while curl is running our callbacks; removing a handle then would pull the rug.
   private var dispatching = false
   private var deferredCancels: [UpstreamTransfer] = []
+  /// Every transfer curl holds, kept alive here until curl is done with it: its callbacks find
+  /// the object through an unretained pointer, so the multi, not the connection, is the owner
+  /// while the handle is added (as corelibs-foundation's _MultiHandle does).
+  private var active: [ObjectIdentifier: UpstreamTransfer] = [:]
 
   init(loop: EventLoop) {
     self.loop = loop
@@ -45,7 +49,18 @@ final class CurlMulti: EventHandler {
   }
 
   func start(_ transfer: UpstreamTransfer) {
-    curl_multi_add_handle(multi, transfer.easy)
+    loop.assertInLoop()
+    guard !transfer.setupFailed, curl_multi_add_handle(multi, transfer.easy) == CURLM_OK else {
+      // Reported on the next turn of the loop, never from inside the caller's own call.
+      transfer.isActive = false
+      let failed = LoopBound((multi: self, transfer: transfer))
+      loop.execute {
+        failed.value.transfer.finish(CURLE_FAILED_INIT)
+        failed.value.multi.recycle(failed.value.transfer)
+      }
+      return
+    }
+    active[ObjectIdentifier(transfer)] = transfer
   }
 
   /// Aborts a transfer; its delegate hears nothing more from it.
@@ -76,6 +91,7 @@ final class CurlMulti: EventHandler {
   }
 
   private func recycle(_ transfer: UpstreamTransfer) {
+    active.removeValue(forKey: ObjectIdentifier(transfer))
     let handle = transfer.releaseHandle()
     if spareHandles.count < 64 {
       spareHandles.append(handle)

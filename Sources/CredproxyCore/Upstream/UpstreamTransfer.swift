@@ -113,6 +113,33 @@ final class UpstreamTransfer {
   private(set) var refusal: UpstreamError?
   /// Set when report mode let a refused address through.
   private(set) var reportedReason: String?
+  /// libcurl refused a security-relevant option: this transfer must not run.
+  private(set) var setupFailed = false
+
+  /// The options that keep a credential where policy says, set on every handle, each return
+  /// code checked: no redirects (a token must not follow one), no proxy from our own environment,
+  /// http and https only, TLS verification on, no signals.
+  static func applySecurityOptions(_ easy: UnsafeMutableRawPointer, _ check: inout SetoptCheck) {
+    check("CURLOPT_NOSIGNAL", cp_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1))
+    check("CURLOPT_FOLLOWLOCATION", cp_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0))
+    check("CURLOPT_PROTOCOLS_STR", cp_easy_setopt_ptr(easy, CURLOPT_PROTOCOLS_STR, "http,https"))
+    check("CURLOPT_PROXY", cp_easy_setopt_ptr(easy, CURLOPT_PROXY, ""))
+    check("CURLOPT_SSL_VERIFYPEER", cp_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1))
+    check("CURLOPT_SSL_VERIFYHOST", cp_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2))
+  }
+
+  /// At start-up: whether this libcurl accepts every security-relevant option and hook we set;
+  /// the name of the first one it refuses, or nil. The process does not serve if it refuses one.
+  static func refusedSecurityOption() -> String? {
+    guard let easy = curl_easy_init() else { return "curl_easy_init" }
+    defer { curl_easy_cleanup(easy) }
+    var check = SetoptCheck()
+    applySecurityOptions(easy, &check)
+    check("CURLOPT_OPENSOCKETFUNCTION", cp_easy_setopt_opensocket_cb(easy, openSocketCallback))
+    check("CURLOPT_PREREQFUNCTION", cp_easy_setopt_prereq_cb(easy, prereqCallback))
+    check("CURLOPT_CONNECT_TO", cp_easy_setopt_ptr(easy, CURLOPT_CONNECT_TO, nil))
+    return check.refused
+  }
 
   init(handle: UnsafeMutableRawPointer, request: UpstreamRequest) {
     easy = handle
@@ -130,19 +157,15 @@ final class UpstreamTransfer {
   private func configure(_ r: UpstreamRequest) {
     let me = Unmanaged.passUnretained(self).toOpaque()
     cp_easy_setopt_ptr(easy, CURLOPT_PRIVATE, me)
-    cp_easy_setopt_ptr(easy, CURLOPT_URL, r.url)
-    cp_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-    // Keep the caller's bytes and semantics: no redirects, no decoding, no path squashing.
-    cp_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0)
+    var check = SetoptCheck()
+    check("CURLOPT_URL", cp_easy_setopt_ptr(easy, CURLOPT_URL, r.url))
+    Self.applySecurityOptions(easy, &check)
     cp_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
     cp_easy_setopt_long(easy, CURLOPT_HTTP_CONTENT_DECODING, 0)
-    cp_easy_setopt_ptr(easy, CURLOPT_PROTOCOLS_STR, "http,https")
-    // Our own http_proxy/https_proxy must never route us back through a proxy (or ourselves).
-    cp_easy_setopt_ptr(easy, CURLOPT_PROXY, "")
-    cp_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1)
-    cp_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2)
-    if let ca = r.caFile { cp_easy_setopt_ptr(easy, CURLOPT_CAINFO, ca) }
-    if let path = r.caPath { cp_easy_setopt_ptr(easy, CURLOPT_CAPATH, path) }
+    if let ca = r.caFile { check("CURLOPT_CAINFO", cp_easy_setopt_ptr(easy, CURLOPT_CAINFO, ca)) }
+    if let path = r.caPath {
+      check("CURLOPT_CAPATH", cp_easy_setopt_ptr(easy, CURLOPT_CAPATH, path))
+    }
     cp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CP_HTTP_VERSION_2TLS)
     // Waiting for a connection that might multiplex only pays where h2 is possible: on plain
     // http every request would queue behind the first one's connection.
@@ -153,17 +176,22 @@ final class UpstreamTransfer {
     cp_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024)
     cp_easy_setopt_long(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024)
     cp_easy_setopt_ptr(easy, CURLOPT_ERRORBUFFER, errorBuffer)
-    if let check = r.dialCheck {
-      dialCheck = check
-      cp_easy_setopt_opensocket_cb(easy, openSocketCallback)
-      cp_easy_setopt_ptr(easy, CURLOPT_OPENSOCKETDATA, me)
+    if let dial = r.dialCheck {
+      dialCheck = dial
+      check("CURLOPT_OPENSOCKETFUNCTION", cp_easy_setopt_opensocket_cb(easy, openSocketCallback))
+      check("CURLOPT_OPENSOCKETDATA", cp_easy_setopt_ptr(easy, CURLOPT_OPENSOCKETDATA, me))
     }
     credentialNeedsLoopback = r.credentialNeedsLoopback
     if r.dialCheck != nil || r.credentialNeedsLoopback {
       // Opening a socket is not enough: curl reuses pooled connections without asking, so the
       // address is vetted again for every request, on the connection it will go out on.
-      cp_easy_setopt_prereq_cb(easy, prereqCallback)
-      cp_easy_setopt_ptr(easy, CURLOPT_PREREQDATA, me)
+      check("CURLOPT_PREREQFUNCTION", cp_easy_setopt_prereq_cb(easy, prereqCallback))
+      check("CURLOPT_PREREQDATA", cp_easy_setopt_ptr(easy, CURLOPT_PREREQDATA, me))
+    }
+    if let refused = check.refused {
+      // Never sent: the transfer fails before curl touches the network (see CurlMulti.start).
+      refusal = UpstreamError(kind: .protocolError, message: "libcurl refused \(refused)")
+      setupFailed = true
     }
     if let target = r.requestTarget { cp_easy_setopt_ptr(easy, CURLOPT_REQUEST_TARGET, target) }
     if let target = r.connectTo {
@@ -351,4 +379,15 @@ private func prereqCallback(
   _ localIP: UnsafeMutablePointer<CChar>?, _ primaryPort: Int32, _ localPort: Int32
 ) -> Int32 {
   transfer(user).onPrerequest(primaryIP: primaryIP)
+}
+
+/// Collects the first option libcurl refused (`curl_easy_setopt` returns a code, not a throw).
+struct SetoptCheck {
+  private(set) var refused: String?
+
+  mutating func callAsFunction(_ name: StaticString, _ code: CURLcode) {
+    if code != CURLE_OK && refused == nil {
+      refused = "\(name) (\(cString(curl_easy_strerror(code))))"
+    }
+  }
 }
