@@ -34,7 +34,9 @@ let package = Package(
     // The running proxy: event loops, listener, upstream transfers over libcurl, access log.
     .target(
       name: "CredproxyCore",
-      dependencies: ["HTTP1", "CredproxyConfig", "GoogleAuth", "EgressPolicy", "CCurl", "CCrypto", "CSystem"]
+      dependencies: [
+        "HTTP1", "CredproxyConfig", "GoogleAuth", "EgressPolicy", "CCurl", "CCrypto", "CSystem",
+      ]
     ),
     .executableTarget(
       name: "credproxy",
@@ -44,5 +46,8 @@ let package = Package(
     .testTarget(name: "CredproxyConfigTests", dependencies: ["CredproxyConfig", "HTTP1"]),
     .testTarget(name: "GoogleAuthTests", dependencies: ["GoogleAuth"]),
     .testTarget(name: "EgressPolicyTests", dependencies: ["EgressPolicy", "CredproxyConfig"]),
+    .testTarget(
+      name: "CredproxyCoreTests",
+      dependencies: ["CredproxyCore", "CredproxyConfig", "HTTP1", "GoogleAuth", "EgressPolicy"]),
   ]
 )
