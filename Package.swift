@@ -21,27 +21,33 @@ let package = Package(
     ),
     // epoll, eventfd and timerfd are not exported by Swift's Glibc module.
     .systemLibrary(name: "CSystem"),
+    // The one definition of each wire-level rule: IP text and CIDR blocks, host
+    // canonicalisation, hex, JSON string escaping, ISO 8601 timestamps, constant-time compare,
+    // hop-by-hop header names, scope lists. Depends on nothing but the standard library.
+    .target(name: "Wire"),
     // The inbound HTTP/1.1 codec: strict request parsing, body framing. Pure Swift, no I/O.
-    .target(name: "HTTP1"),
+    .target(name: "HTTP1", dependencies: ["Wire"]),
     // proxy.conf: the language, the validated model, the routing table and `explain`.
-    .target(name: "CredproxyConfig", dependencies: ["HTTP1"]),
+    .target(name: "CredproxyConfig", dependencies: ["HTTP1", "Wire"]),
     // Google credentials without I/O: key files, JWT assertions signed RS256 with libcrypto,
     // token responses, scope normalisation, and the token cache's state machine.
-    .target(name: "GoogleAuth", dependencies: ["CCrypto"]),
+    .target(name: "GoogleAuth", dependencies: ["CCrypto", "Wire"]),
     // Shared egress policy: client identities, SSRF guards, rate and concurrency limits, audit
     // records, metrics, the status page. Pure logic, no I/O.
-    .target(name: "EgressPolicy", dependencies: ["CredproxyConfig", "HTTP1"]),
+    .target(name: "EgressPolicy", dependencies: ["CredproxyConfig", "HTTP1", "Wire"]),
     // The running proxy: event loops, listener, upstream transfers over libcurl, access log.
     .target(
       name: "CredproxyCore",
       dependencies: [
-        "HTTP1", "CredproxyConfig", "GoogleAuth", "EgressPolicy", "CCurl", "CCrypto", "CSystem",
+        "HTTP1", "CredproxyConfig", "GoogleAuth", "EgressPolicy", "Wire", "CCurl", "CCrypto",
+        "CSystem",
       ]
     ),
     .executableTarget(
       name: "credproxy",
       dependencies: ["CredproxyCore", "CredproxyConfig", "HTTP1"]
     ),
+    .testTarget(name: "WireTests", dependencies: ["Wire"]),
     .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"]),
     .testTarget(name: "CredproxyConfigTests", dependencies: ["CredproxyConfig", "HTTP1"]),
     .testTarget(name: "GoogleAuthTests", dependencies: ["GoogleAuth"]),

@@ -1,3 +1,5 @@
+import Wire
+
 /// The loaded configuration: what `proxy.conf` says, validated. Built by `ConfigParser`.
 ///
 /// Relative paths in the file (`ca-file`, `access-log`, `file:` secrets, `key-file`,
@@ -386,18 +388,10 @@ public enum AuthSpec: Sendable, Equatable {
     }
   }
 
-  /// Scopes as Workflows takes them: each word may hold several scopes separated by spaces
-  /// and/or commas. Returns them split, de-duplicated and sorted.
+  /// Scopes as Workflows takes them: each word may hold several scopes separated by spaces,
+  /// commas or other whitespace. Returns them split, de-duplicated and sorted (`ScopeList`).
   public static func normalizeScopes<S: Sequence>(_ words: S) -> [String]
-  where S.Element: StringProtocol {
-    var set = Set<String>()
-    for w in words {
-      for part in w.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\t" }) {
-        set.insert(String(part))
-      }
-    }
-    return set.sorted()
-  }
+  where S.Element: StringProtocol { ScopeList.normalize(words) }
 }
 
 /// Where a secret comes from. Resolved when used (`resolve(environment:)`), never printed.
@@ -419,7 +413,7 @@ public enum SecretRef: Sendable, Hashable, CustomStringConvertible {
 /// A `credentials NAME { … }` block: where OAuth2 access tokens and OIDC ID tokens come from.
 public struct CredentialSpec: Sendable, Equatable {
   public static let defaultName = "default"
-  public static let defaultIAMEndpoint = "https://iamcredentials.googleapis.com"
+  public static let defaultIAMEndpoint = GoogleEndpoints.iamCredentials
   public static let defaultRefreshWindowMs = 300_000
 
   public var name: String

@@ -1,3 +1,5 @@
+import Wire
+
 /// What the policy did with a request.
 public enum AuditDecision: String, Sendable, Equatable {
   case allow
@@ -94,7 +96,7 @@ public struct AuditFormatter: Sendable {
     }
     func string(_ k: String, _ v: String?) {
       key(k)
-      if let v { JSON.appendString(v, to: &out) } else { out += "null" }
+      if let v { JSONText.appendQuoted(v, to: &out) } else { out += "null" }
     }
     func int<I: BinaryInteger>(_ k: String, _ v: I?) {
       key(k)
@@ -183,8 +185,8 @@ public enum QueryRedactor {
     while let b = it.popFirst() {
       if b == 0x2B {
         bytes.append(0x20)
-      } else if b == 0x25, it.count >= 2, let h = hex(it[it.startIndex]),
-        let l = hex(it[it.startIndex + 1])
+      } else if b == 0x25, it.count >= 2, let h = Hex.value(it[it.startIndex]),
+        let l = Hex.value(it[it.startIndex + 1])
       {
         bytes.append(h << 4 | l)
         it = it.dropFirst(2)
@@ -194,50 +196,9 @@ public enum QueryRedactor {
     }
     return String(decoding: bytes, as: UTF8.self)
   }
-
-  static func hex(_ b: UInt8) -> UInt8? {
-    switch b {
-    case 0x30...0x39: return b - 0x30
-    case 0x61...0x66: return b - 0x61 + 10
-    case 0x41...0x46: return b - 0x41 + 10
-    default: return nil
-    }
-  }
 }
 
 public enum JSON {
-  /// `s` as a JSON string literal.
-  public static func string(_ s: String) -> String {
-    var out = ""
-    appendString(s, to: &out)
-    return out
-  }
-
-  /// A JSON string literal: `"`, `\` and control characters escaped (`\n`, `\u0001`), and
-  /// U+2028/U+2029 too, so a line is safe to embed in JavaScript.
-  public static func appendString(_ s: String, to out: inout String) {
-    out += "\""
-    for u in s.unicodeScalars {
-      switch u {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      case "\u{08}": out += "\\b"
-      case "\u{0C}": out += "\\f"
-      default:
-        if u.value < 0x20 || u.value == 0x7F || u.value == 0x2028 || u.value == 0x2029 {
-          let hex = String(u.value, radix: 16)
-          out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        } else {
-          out.unicodeScalars.append(u)
-        }
-      }
-    }
-    out += "\""
-  }
-
   /// A finite number with at most three decimals (`41`, `41.5`, `0.125`); null otherwise.
   static func number(_ d: Double) -> String {
     guard d.isFinite else { return "null" }
@@ -254,36 +215,6 @@ public enum JSON {
   }
 }
 
-/// UTC timestamps without Foundation's formatters (which are slow and not cheap to share).
-public enum Timestamp {
-  /// `2026-11-26T14:00:00.123Z` for seconds since the epoch.
-  public static func iso8601(_ seconds: Double) -> String {
-    guard seconds.isFinite, abs(seconds) < 1e12 else { return "1970-01-01T00:00:00.000Z" }
-    let totalMs = Int64((seconds * 1000).rounded())
-    var days = totalMs / 86_400_000
-    var ms = totalMs % 86_400_000
-    if ms < 0 {
-      ms += 86_400_000
-      days -= 1
-    }
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468
-    let era = (z >= 0 ? z : z - 146_096) / 146_097
-    let doe = z - era * 146_097
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-    let mp = (5 * doy + 2) / 153
-    let d = doy - (153 * mp + 2) / 5 + 1
-    let m = mp < 10 ? mp + 3 : mp - 9
-    let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
-    func pad(_ v: Int64, _ n: Int) -> String {
-      let s = String(v)
-      return s.count >= n ? s : String(repeating: "0", count: n - s.count) + s
-    }
-    let h = ms / 3_600_000
-    let mi = ms / 60_000 % 60
-    let s = ms / 1000 % 60
-    return
-      "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(h, 2)):\(pad(mi, 2)):\(pad(s, 2)).\(pad(ms % 1000, 3))Z"
-  }
-}
+/// UTC timestamps (`2026-11-26T14:00:00.123Z`): `Wire.UTCTimestamp`, under the name the audit
+/// log's users know.
+public typealias Timestamp = UTCTimestamp

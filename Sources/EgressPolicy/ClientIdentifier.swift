@@ -1,5 +1,6 @@
 import CredproxyConfig
 import Foundation
+import Wire
 
 /// Who sent a request.
 public enum Identification: Sendable, Equatable {
@@ -136,7 +137,8 @@ public struct ClientIdentifier: Sendable {
       // Compare even when there is nothing to compare with, so that an unknown name takes as
       // long as a wrong password.
       let stored = entry?.password
-      let ok = Self.constantTimeEqual(stored ?? password, password) && stored != nil
+      // An empty stored password matches nothing.
+      let ok = ConstantTime.equal(stored ?? password, password) && stored?.isEmpty == false
       if ok, let entry, Array(entry.name.utf8) == Array(user) { return .client(entry.name) }
       return .rejected("Basic proxy credentials for \(Self.quoted(name)) not accepted")
     case "bearer":
@@ -147,7 +149,7 @@ public struct ClientIdentifier: Sendable {
       var match: Int?
       for (i, e) in entries.enumerated() {
         // No early exit: every token is compared.
-        if let t = e.token, Self.constantTimeEqual(t, token) { match = i }
+        if let t = e.token, ConstantTime.equal(t, token), !t.isEmpty { match = i }
       }
       if let match { return .client(entries[match].name) }
       return .rejected("Bearer proxy token not accepted")
@@ -156,17 +158,6 @@ public struct ClientIdentifier: Sendable {
         "unsupported Proxy-Authorization scheme \(Self.quoted(String(trimmed[..<space]))); expected Basic or Bearer"
       )
     }
-  }
-
-  /// Equal bytes, in time that depends only on `secret`'s length.
-  static func constantTimeEqual(_ secret: [UInt8], _ candidate: [UInt8]) -> Bool {
-    var diff: UInt8 = secret.count == candidate.count ? 0 : 1
-    let n = candidate.count
-    for i in 0..<secret.count {
-      let c: UInt8 = n == 0 ? 0 : candidate[i % n]
-      diff |= secret[i] ^ c
-    }
-    return diff == 0 && !secret.isEmpty
   }
 
   static func quoted(_ s: String) -> String { Router.quoted(s, limit: 64) }

@@ -1,11 +1,12 @@
 import Foundation
+import Wire
 
 /// Google's default OAuth 2.0 token endpoint.
 public let defaultTokenURI = "https://oauth2.googleapis.com/token"
 /// The default universe domain of Google Cloud.
 public let defaultUniverseDomain = "googleapis.com"
 /// The default IAM Credentials API endpoint (impersonation).
-public let defaultIAMCredentialsEndpoint = "https://iamcredentials.googleapis.com"
+public let defaultIAMCredentialsEndpoint = GoogleEndpoints.iamCredentials
 
 /// A failure to load a credentials file. The message names the file and the field, never a value
 /// from the file (so no key material can reach a log).

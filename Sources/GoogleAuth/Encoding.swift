@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 
 /// Unpadded base64url (RFC 4648 §5), as JWT segments use.
 public enum Base64URL {
@@ -108,7 +109,7 @@ public indirect enum JSONValue: Sendable, Equatable {
 
   private func write(into out: inout String) {
     switch self {
-    case .string(let text): JSONValue.writeString(text, into: &out)
+    case .string(let text): JSONText.appendQuoted(text, to: &out)
     case .int(let number): out += String(number)
     case .bool(let flag): out += flag ? "true" : "false"
     case .array(let items):
@@ -122,30 +123,12 @@ public indirect enum JSONValue: Sendable, Equatable {
       out += "{"
       for (index, member) in members.enumerated() {
         if index > 0 { out += "," }
-        JSONValue.writeString(member.name, into: &out)
+        JSONText.appendQuoted(member.name, to: &out)
         out += ":"
         member.value.write(into: &out)
       }
       out += "}"
     }
-  }
-
-  private static func writeString(_ text: String, into out: inout String) {
-    out += "\""
-    for scalar in text.unicodeScalars {
-      switch scalar {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      case _ where scalar.value < 0x20 || scalar.value == 0x2028 || scalar.value == 0x2029:
-        let hex = String(scalar.value, radix: 16, uppercase: false)
-        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-      default: out.unicodeScalars.append(scalar)
-      }
-    }
-    out += "\""
   }
 }
 

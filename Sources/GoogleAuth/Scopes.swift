@@ -1,18 +1,15 @@
+import Wire
+
 /// OAuth scope sets in one canonical form, so that `"a b"`, `["b","a"]` and `"a,b"` share a cache
 /// entry.
 public enum Scopes {
   public static let cloudPlatform = "https://www.googleapis.com/auth/cloud-platform"
 
-  /// Splits every word on spaces, tabs, newlines and commas, drops empties, de-duplicates and
-  /// sorts. An empty result becomes `[cloudPlatform]` (the Workflows default).
+  /// `ScopeList.normalize` (split on spaces, commas and whitespace, de-duplicated, sorted); an
+  /// empty result becomes `[cloudPlatform]` (the Workflows default).
   public static func normalize(_ words: [String]) -> [String] {
-    var seen = Set<String>()
-    for word in words {
-      for part in word.split(whereSeparator: { $0 == " " || $0 == "," || $0.isWhitespace }) {
-        seen.insert(String(part))
-      }
-    }
-    return seen.isEmpty ? [cloudPlatform] : seen.sorted()
+    let scopes = ScopeList.normalize(words)
+    return scopes.isEmpty ? [cloudPlatform] : scopes
   }
 
   /// A single string holding one or more scopes (space- or comma-separated).

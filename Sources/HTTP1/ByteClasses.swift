@@ -1,6 +1,8 @@
 // Byte classes for the parser, as 128-bit masks (bit n set = ASCII byte n is in the class).
 // Bytes >= 0x80 are in none of them. Checked against the RFC character lists in the tests.
 
+import Wire
+
 enum ASCII {
   static let tab: UInt8 = 0x09
   static let lf: UInt8 = 0x0A
@@ -51,15 +53,9 @@ func isHostChar(_ b: UInt8) -> Bool {
   inMask(b, 0x03FF_6000_0000_0000, 0x07FF_FFFE_87FF_FFFE)
 }
 
+/// `Wire.Hex.value`, the one hex-digit decoder.
 @inline(__always)
-func hexValue(_ b: UInt8) -> UInt8? {
-  switch b {
-  case 0x30...0x39: return b &- 0x30
-  case 0x41...0x46: return b &- 0x41 &+ 10
-  case 0x61...0x66: return b &- 0x61 &+ 10
-  default: return nil
-  }
-}
+func hexValue(_ b: UInt8) -> UInt8? { Hex.value(b) }
 
 @inline(__always)
 func isDigit(_ b: UInt8) -> Bool { b >= ASCII.zero && b <= ASCII.nine }

@@ -2,16 +2,13 @@
 // framing the caller will see. The upstream's framing headers are read and checked, never copied:
 // a caller's keep-alive connection must not depend on what an upstream claims (RFC 9112 §6.3).
 
-/// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII).
-/// Compared on bytes, lengths first: this runs for every header of every request and response.
+import Wire
+
+/// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII): the one
+/// field-name compare, `Wire.HeaderNames.equal`.
 @inline(__always)
 public func fieldNameIs(_ name: String, _ lowercase: String) -> Bool {
-  guard name.utf8.count == lowercase.utf8.count else { return false }
-  for (c, l) in zip(name.utf8, lowercase.utf8) {
-    let folded = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
-    if folded != l { return false }
-  }
-  return true
+  HeaderNames.equal(name, lowercase)
 }
 
 /// How the body of a final response is delimited towards the caller.

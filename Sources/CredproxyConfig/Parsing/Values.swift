@@ -1,3 +1,5 @@
+import Wire
+
 /// A word that does not parse as the value it should be: `message` is
 /// `what is wrong; expected what`.
 struct BadValue: Error {
@@ -248,12 +250,11 @@ enum Values {
     }
   }
 
-  /// Headers the proxy owns: framing, hop-by-hop and `Host`.
-  static let reservedHeaders: Set<String> = [
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive",
-    "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "upgrade",
-  ]
+  /// Headers the proxy owns: framing, hop-by-hop (`Wire.HeaderNames`), the proxy's own
+  /// authentication fields and `Host`.
+  static let reservedHeaders = Set(
+    HeaderNames.hopByHop + HeaderNames.framing
+      + ["proxy-authenticate", "proxy-authorization", "host"])
 
   static func headerName(_ text: String) throws(BadValue) -> String {
     guard isToken(text) else {

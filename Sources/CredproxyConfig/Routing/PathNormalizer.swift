@@ -1,3 +1,5 @@
+import Wire
+
 /// The path the router matches on, so that spellings an upstream treats as the same path cannot
 /// slip past a path rule: percent-encoded unreserved characters are decoded (`/%61dmin` →
 /// `/admin`), other escapes get uppercase hex, `.` and `..` segments are resolved and repeated
@@ -19,7 +21,8 @@ enum PathNormalizer {
     var i = 0
     while i < bytes.count {
       if bytes[i] == 0x25 {
-        guard i + 2 < bytes.count, hex(bytes[i + 1]) != nil, hex(bytes[i + 2]) != nil else {
+        guard i + 2 < bytes.count, Hex.value(bytes[i + 1]) != nil, Hex.value(bytes[i + 2]) != nil
+        else {
           return false
         }
         i += 3
@@ -40,14 +43,16 @@ enum PathNormalizer {
     var i = 0
     while i < input.count {
       let b = input[i]
-      if b == 0x25, i + 2 < input.count, let h = hex(input[i + 1]), let l = hex(input[i + 2]) {
+      if b == 0x25, i + 2 < input.count, let h = Hex.value(input[i + 1]),
+        let l = Hex.value(input[i + 2])
+      {
         let v = h << 4 | l
         if isUnreserved(v) {
           decoded.append(v)
         } else {
           decoded.append(0x25)
-          decoded.append(upperHex(h))
-          decoded.append(upperHex(l))
+          decoded.append(Hex.digit(h))
+          decoded.append(Hex.digit(l))
         }
         i += 3
       } else {
@@ -80,17 +85,6 @@ enum PathNormalizer {
     if trailing && !stack.isEmpty { out.append(0x2F) }
     return out
   }
-
-  static func hex(_ b: UInt8) -> UInt8? {
-    switch b {
-    case 0x30...0x39: return b - 0x30
-    case 0x41...0x46: return b - 0x41 + 10
-    case 0x61...0x66: return b - 0x61 + 10
-    default: return nil
-    }
-  }
-
-  private static func upperHex(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 + v : 0x41 + v - 10 }
 
   private static func isUnreserved(_ b: UInt8) -> Bool {
     (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39)
@@ -209,7 +203,9 @@ extension PathNormalizer {
   static func hasEscape(_ bytes: [UInt8]) -> Bool {
     var i = 0
     while i + 2 < bytes.count {
-      if bytes[i] == 0x25, hex(bytes[i + 1]) != nil, hex(bytes[i + 2]) != nil { return true }
+      if bytes[i] == 0x25, Hex.value(bytes[i + 1]) != nil, Hex.value(bytes[i + 2]) != nil {
+        return true
+      }
       i += 1
     }
     return false
@@ -221,8 +217,8 @@ extension PathNormalizer {
     out.reserveCapacity(bytes.count)
     var i = 0
     while i < bytes.count {
-      if bytes[i] == 0x25, i + 2 < bytes.count, let h = hex(bytes[i + 1]),
-        let l = hex(bytes[i + 2])
+      if bytes[i] == 0x25, i + 2 < bytes.count, let h = Hex.value(bytes[i + 1]),
+        let l = Hex.value(bytes[i + 2])
       {
         out.append(h << 4 | l)
         i += 3

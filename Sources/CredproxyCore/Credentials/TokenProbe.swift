@@ -3,6 +3,7 @@ import EgressPolicy
 import Foundation
 import GoogleAuth
 import Synchronization
+import Wire
 
 /// `credproxy explain URL --mint`: mints (or reuses) the token a URL would get, on a private event
 /// loop, and describes it — kind, credential, scopes or audience, fingerprint, expiry. Never the
@@ -98,8 +99,9 @@ public enum TokenProbe {
     }
   }
 
+  /// Whole seconds, as `ISO8601DateFormatter` printed them: `2026-01-01T00:00:00Z`.
   private static func iso8601(_ seconds: Double) -> String {
-    let f = ISO8601DateFormatter()
-    return f.string(from: Date(timeIntervalSince1970: seconds))
+    guard seconds.isFinite, abs(seconds) < 1e12 else { return "1970-01-01T00:00:00Z" }
+    return UTCTimestamp.iso8601(wholeSeconds: Int64(seconds.rounded(.down)), milliseconds: nil)
   }
 }

@@ -1,6 +1,7 @@
 import CredproxyConfig
 import EgressPolicy
 import Glibc
+import Wire
 
 /// Writes access lines (text or JSON) with one write(2) each, so lines from several loop threads
 /// never interleave.
@@ -47,12 +48,12 @@ final class AccessLog: Sendable {
       if let e = error { line += " error=\(e)" }
     case .json:
       line =
-        "{\"time\":\(JSON.string(time)),\"client\":\(JSON.string(client)),"
-        + "\"method\":\(JSON.string(r.method)),\"host\":\(JSON.string(r.host)),"
-        + "\"path\":\(JSON.string(r.path)),\"route\":\(JSON.string(r.route)),"
+        "{\"time\":\(JSONText.quoted(time)),\"client\":\(JSONText.quoted(client)),"
+        + "\"method\":\(JSONText.quoted(r.method)),\"host\":\(JSONText.quoted(r.host)),"
+        + "\"path\":\(JSONText.quoted(r.path)),\"route\":\(JSONText.quoted(r.route)),"
         + "\"status\":\(status),\"bytes_in\":\(bytesIn),\"bytes_out\":\(bytesOut),"
         + "\"duration_ms\":\(durationMs)"
-      if let e = error { line += ",\"error\":\(JSON.string(e))" }
+      if let e = error { line += ",\"error\":\(JSONText.quoted(e))" }
       line += "}"
     }
     line += "\n"
@@ -107,19 +108,11 @@ enum Log {
     }
   }
 
-  /// RFC 3339 UTC with milliseconds.
+  /// Now, RFC 3339 UTC with milliseconds (truncated).
   static func timestamp() -> String {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
-    var t = ts.tv_sec
-    var parts = tm()
-    gmtime_r(&t, &parts)
-    func pad(_ v: Int32, _ width: Int = 2) -> String {
-      let s = String(v)
-      return String(repeating: "0", count: max(0, width - s.count)) + s
-    }
-    return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1))-\(pad(parts.tm_mday))T"
-      + "\(pad(parts.tm_hour)):\(pad(parts.tm_min)):\(pad(parts.tm_sec))."
-      + "\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
+    return UTCTimestamp.iso8601(
+      wholeSeconds: Int64(ts.tv_sec), milliseconds: Int(ts.tv_nsec / 1_000_000))
   }
 }

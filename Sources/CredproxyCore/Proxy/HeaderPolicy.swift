@@ -1,4 +1,5 @@
 import HTTP1
+import Wire
 
 /// Which header fields cross the proxy. Hop-by-hop fields describe one connection, not the message
 /// (RFC 9110 §7.6.1), so they stop here in both directions; framing fields are re-made by whoever
@@ -7,21 +8,22 @@ import HTTP1
 /// Names are compared ASCII-case-insensitively on their bytes: this runs for every header of
 /// every request and response, and lowercasing Strings showed up in profiles.
 enum HeaderPolicy {
-  /// Never forwarded upstream. Host is set by curl from the target URL.
-  static let requestDrop: [String] = [
-    "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
-    "upgrade", "transfer-encoding", "content-length", "host", "expect",
-  ]
-  /// Never forwarded to the client. The framing fields are read by `UpstreamHeadReader` and
-  /// replaced by the framing credproxy computes; a `Connection`-named field cannot remove those.
-  static let responseDrop: [String] = [
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
-    "upgrade", "transfer-encoding", "content-length",
-  ]
+  /// Never forwarded upstream: the hop-by-hop fields (`Wire.HeaderNames.hopByHop`), the
+  /// caller's credentials for this proxy (`proxy-authorization`), the framing fields (curl
+  /// frames the upstream request), `host` (curl sets it from the target URL) and `expect`.
+  static let requestDrop: [String] =
+    HeaderNames.hopByHop + ["proxy-authorization"] + HeaderNames.framing + ["host", "expect"]
+  /// Never forwarded to the client: the hop-by-hop fields, the upstream's challenge for its own
+  /// proxy (`proxy-authenticate`) and the framing fields, which `UpstreamHeadReader` reads and
+  /// replaces by the framing credproxy computes; a `Connection`-named field cannot remove those.
+  static let responseDrop: [String] =
+    HeaderNames.hopByHop + ["proxy-authenticate"] + HeaderNames.framing
 
   /// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII).
   @inline(__always)
-  static func nameIs(_ name: String, _ lowercase: String) -> Bool { fieldNameIs(name, lowercase) }
+  static func nameIs(_ name: String, _ lowercase: String) -> Bool {
+    HeaderNames.equal(name, lowercase)
+  }
 
   /// `name` is `injected` once case and `_`/`-` are folded: `X_Api_Key` is `X-Api-Key` to CGI
   /// and WSGI servers, which would merge a caller's copy into the injected credential.

@@ -1,7 +1,20 @@
-/// IP literal text, parsed and printed without allocating (the router runs these per request).
-enum IPText {
+/// IP literal text, parsed and printed without allocating (the router and the request parser run
+/// these per request). The one reading of IP text in credproxy:
+///
+/// - `ipv4Canonical` (strict): a dotted quad as RFC 3986 `IPv4address` has it. What a Host
+///   header, a URL or `proxy.conf` may spell an IPv4 address as.
+/// - `ipv4Lenient`: any spelling `inet_aton` accepts. What a resolver would dial for a "name"
+///   such as `127.1`; used to see through such names, never to accept them as canonical.
+/// - `endsInNumber`: WHATWG's "ends in a number", the one meaning of "numeric host": such a
+///   host is an IPv4 address or nothing, never a DNS name.
+/// - `parseIPv6`: RFC 4291 text without brackets or zone.
+/// - `formatIPv6`: the one printing: RFC 5952 as glibc `inet_ntop` writes it (lowercase, the
+///   first longest run of two or more zero groups as `::`), with a dotted-quad tail for
+///   `::ffff:a.b.c.d` (IPv4-mapped) and `::a.b.c.d` (IPv4-compatible) as `inet_ntop` does.
+public enum IPText {
   /// A canonical dotted quad (`10.0.0.1`: four decimal parts 0–255, no leading zeros).
-  static func ipv4Canonical<C: Collection>(_ bytes: C) -> UInt32? where C.Element == UInt8 {
+  @inlinable
+  public static func ipv4Canonical<C: Collection>(_ bytes: C) -> UInt32? where C.Element == UInt8 {
     var result: UInt32 = 0
     var part: UInt32 = 0
     var digits = 0
@@ -33,7 +46,8 @@ enum IPText {
   /// starts with a digit and is decimal, octal (leading `0`) or hex (`0x`, at least one digit);
   /// every part but the last is one byte, the last fills the rest. Trailing spaces, which
   /// `inet_aton` tolerates, are refused.
-  static func ipv4Lenient<C: Collection>(_ s: C) -> UInt32? where C.Element == UInt8 {
+  @inlinable
+  public static func ipv4Lenient<C: Collection>(_ s: C) -> UInt32? where C.Element == UInt8 {
     var i = s.startIndex
     var result: UInt32 = 0
     var parts = 0
@@ -46,7 +60,7 @@ enum IPText {
         if i != s.endIndex && (s[i] == 0x78 || s[i] == 0x58) {
           i = s.index(after: i)
           // strtoul stops before a bare `0x`, leaving the x: not an address.
-          guard i != s.endIndex, hexValue(s[i]) != nil else { return nil }
+          guard i != s.endIndex, Hex.value(s[i]) != nil else { return nil }
           base = 16
         } else {
           base = 8
@@ -55,7 +69,7 @@ enum IPText {
       while i != s.endIndex {
         let c = s[i]
         let d: UInt64
-        if base == 16, let h = hexValue(c) {
+        if base == 16, let h = Hex.value(c) {
           d = UInt64(h)
         } else if isDigit(c) {
           d = UInt64(c - 0x30)
@@ -83,7 +97,9 @@ enum IPText {
 
   /// RFC 4291 text (no brackets, no zone) as two 64-bit halves: groups of 1–4 hex digits, at
   /// most one `::`, optionally ending in a dotted quad.
-  static func parseIPv6<C: Collection>(_ s: C) -> (UInt64, UInt64)? where C.Element == UInt8 {
+  @inlinable
+  public static func parseIPv6<C: Collection>(_ s: C) -> (UInt64, UInt64)?
+  where C.Element == UInt8 {
     var head: UInt128 = 0
     var heads = 0
     var tail: UInt128 = 0
@@ -113,7 +129,7 @@ enum IPText {
       let start = i
       var value: UInt32 = 0
       var digits = 0
-      while i != end, let h = hexValue(s[i]) {
+      while i != end, let h = Hex.value(s[i]) {
         value = value << 4 | UInt32(h)
         digits += 1
         if digits > 4 { break }
@@ -147,21 +163,23 @@ enum IPText {
   }
 
   /// An IPv6 literal (without brackets) as two 64-bit halves.
-  static func ipv6<S: StringProtocol>(_ text: S) -> (UInt64, UInt64)? { parseIPv6(text.utf8) }
+  public static func ipv6<S: StringProtocol>(_ text: S) -> (UInt64, UInt64)? {
+    parseIPv6(text.utf8)
+  }
 
   /// The canonical text of an IPv6 literal, as `inet_ntop` writes it.
-  static func canonicalIPv6<S: StringProtocol>(_ text: S) -> String? {
+  public static func canonicalIPv6<S: StringProtocol>(_ text: S) -> String? {
     guard let (hi, lo) = parseIPv6(text.utf8) else { return nil }
     return formatIPv6(hi, lo)
   }
 
-  static func formatIPv4(_ v: UInt32) -> String {
+  public static func formatIPv4(_ v: UInt32) -> String {
     "\(v >> 24).\((v >> 16) & 0xFF).\((v >> 8) & 0xFF).\(v & 0xFF)"
   }
 
   /// glibc `inet_ntop` form: the first longest run of two or more zero groups becomes `::`;
   /// `::a.b.c.d` and `::ffff:a.b.c.d` keep the IPv4 part dotted.
-  static func formatIPv6(_ hi: UInt64, _ lo: UInt64) -> String {
+  public static func formatIPv6(_ hi: UInt64, _ lo: UInt64) -> String {
     func word(_ i: Int) -> UInt16 {
       UInt16(truncatingIfNeeded: (i < 4 ? hi : lo) >> UInt64(48 - 16 * (i % 4)))
     }
@@ -209,8 +227,33 @@ enum IPText {
     return out
   }
 
+  /// WHATWG's "ends in a number" for the last label of a host name (without a trailing dot):
+  /// all decimal digits, or `0x`/`0X` followed by hex digits. A host whose last label is
+  /// numeric is read as an IPv4 address (`ipv4Canonical`, or `ipv4Lenient` to see what a
+  /// resolver would make of it), never as a name.
+  @inlinable
+  public static func isNumericLabel<C: Collection>(_ label: C) -> Bool where C.Element == UInt8 {
+    guard !label.isEmpty else { return false }
+    if label.allSatisfy(isDigit) { return true }
+    var i = label.startIndex
+    guard label.count >= 2, label[i] == 0x30 else { return false }
+    i = label.index(after: i)
+    guard label[i] | 0x20 == 0x78 else { return false }
+    return label[label.index(after: i)...].allSatisfy { Hex.value($0) != nil }
+  }
+
+  /// `isNumericLabel` of the last label of `host` (one trailing dot ignored).
+  @inlinable
+  public static func endsInNumber<C: BidirectionalCollection>(_ host: C) -> Bool
+  where C.Element == UInt8 {
+    var h = host[...]
+    if h.last == 0x2E { h = h.dropLast() }
+    guard let dot = h.lastIndex(of: 0x2E) else { return isNumericLabel(h) }
+    return isNumericLabel(h[h.index(after: dot)...])
+  }
+
   /// `localhost`, 127.0.0.0/8 or `::1`.
-  static func isLoopback(_ host: String) -> Bool {
+  public static func isLoopback(_ host: String) -> Bool {
     let h = host.hasSuffix(".") ? String(host.dropLast()) : host
     if h.lowercased() == "localhost" { return true }
     if let v4 = ipv4Canonical(h.utf8) { return v4 >> 24 == 127 }
@@ -218,14 +261,8 @@ enum IPText {
     return false
   }
 
-  @inline(__always) static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
-
-  @inline(__always) static func hexValue(_ b: UInt8) -> UInt8? {
-    switch b {
-    case 0x30...0x39: return b - 0x30
-    case 0x61...0x66: return b - 0x61 + 10
-    case 0x41...0x46: return b - 0x41 + 10
-    default: return nil
-    }
+  @inlinable @inline(__always) public static func isDigit(_ b: UInt8) -> Bool {
+    b >= 0x30 && b <= 0x39
   }
+
 }

@@ -5,8 +5,10 @@
 ///   and one trailing dot are dropped: `LOCALHOST.` is `localhost`, `[::1]` is `::1`.
 /// - Text with a `:` is an IPv6 address when it parses as one (a zone, `fe80::1%eth0` or
 ///   `%25eth0` as written in a URL, is accepted and dropped from `address`).
-/// - Text starting with a digit is an IPv4 address when `inet_aton` would read it so:
-///   `2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1` are all `127.0.0.1` (curl's resolver does).
+/// - Text whose last label is numeric (`IPText.endsInNumber`, the one meaning of "numeric
+///   host") is an IPv4 address when `inet_aton` would read it so: `2130706433`, `0177.0.0.1`,
+///   `0x7f.1`, `127.1` are all `127.0.0.1` (curl's resolver does). The request parser refuses
+///   such hosts unless they are canonical dotted quads; this reading sees through the rest.
 /// - Anything else is a name.
 public struct CanonicalHost: Sendable {
   /// Lowercase, without brackets or a trailing dot.
@@ -23,7 +25,7 @@ public struct CanonicalHost: Sendable {
     text = h
     if h.utf8.contains(0x3A) {
       address = IPAddress(h)
-    } else if let first = h.utf8.first, first >= 0x30 && first <= 0x39 {
+    } else if IPText.endsInNumber(h.utf8) {
       address = IPText.ipv4Lenient(h.utf8).map(IPAddress.init(ipv4:))
     } else {
       address = nil

@@ -1,0 +1,24 @@
+/// HTTP field names whose meaning is fixed by the protocol, not by the application.
+public enum HeaderNames {
+  /// Hop-by-hop fields: they describe one connection, not the message (RFC 9110 §7.6.1, plus
+  /// the legacy `keep-alive` and `proxy-connection`), so a proxy never forwards them.
+  /// `proxy-authorization`/`proxy-authenticate` are per-hop too, each in its own direction.
+  public static let hopByHop: [String] = [
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+  ]
+
+  /// Message framing: re-made by whoever frames the next hop, never copied across.
+  public static let framing: [String] = ["transfer-encoding", "content-length"]
+
+  /// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII).
+  /// Compares bytes: no lowercased copy is made.
+  @inlinable
+  public static func equal(_ name: String, _ lowercase: String) -> Bool {
+    guard name.utf8.count == lowercase.utf8.count else { return false }
+    for (c, l) in zip(name.utf8, lowercase.utf8) {
+      let folded = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
+      if folded != l { return false }
+    }
+    return true
+  }
+}
