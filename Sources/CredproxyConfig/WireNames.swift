@@ -7,3 +7,4 @@ public typealias CIDR = Wire.CIDR
 public typealias CIDRError = Wire.CIDRError
 public typealias CanonicalHost = Wire.CanonicalHost
 typealias IPText = Wire.IPText
+public typealias ErrorCode = Wire.ErrorCode

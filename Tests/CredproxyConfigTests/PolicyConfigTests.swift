@@ -443,7 +443,7 @@ final class PolicyConfigTests: XCTestCase {
     }
     switch d {
     case .forward(let m): return "forward #\(m.number)"
-    case .refuse(let status, let code, _, _): return "\(status) \(code)"
+    case .refuse(let code, _, _): return "\(code.status) \(code)"
     }
   }
 
@@ -487,7 +487,7 @@ final class PolicyConfigTests: XCTestCase {
     XCTAssertEqual(tunnel(r, "::1", 8444), "403 tunnel_denied")
     XCTAssertEqual(tunnel(r, "167772161", 5432), "forward #6")
     guard
-      case .refuse(_, _, let reason, let match) = r.decideTunnel(
+      case .refuse(_, let reason, let match) = r.decideTunnel(
         host: "api.example.com", port: 8080)
     else { return XCTFail() }
     XCTAssertEqual(
@@ -495,7 +495,7 @@ final class PolicyConfigTests: XCTestCase {
       "CONNECT to \"api.example.com:8080\" is not allowed: route #4 api.example.com (line 14) has no tunnel"
     )
     XCTAssertEqual(match?.number, 4)
-    guard case .refuse(_, _, let r2, nil) = r.decideTunnel(host: "::2", port: 443) else {
+    guard case .refuse(_, let r2, nil) = r.decideTunnel(host: "::2", port: 443) else {
       return XCTFail()
     }
     XCTAssertEqual(r2, "no route allows a tunnel to \"[::2]:443\": credproxy is deny-by-default")
@@ -524,7 +524,7 @@ final class PolicyConfigTests: XCTestCase {
     func outcome(_ host: String, _ client: String?, method: String = "GET") -> String {
       switch r.decide(method: method, host: host, explicitPort: nil, path: "/", client: client) {
       case .forward(let m): return "forward #\(m.number)"
-      case .refuse(let status, let code, _, _): return "\(status) \(code)"
+      case .refuse(let code, _, _): return "\(code.status) \(code)"
       }
     }
     XCTAssertEqual(outcome("api.example.com", "alice"), "forward #1")
@@ -541,13 +541,13 @@ final class PolicyConfigTests: XCTestCase {
       case .forward = r.decide(method: "GET", host: "api.example.com", explicitPort: nil, path: "/")
     else { return XCTFail() }
     guard
-      case .refuse(_, _, let reason, let match) = r.decide(
+      case .refuse(_, let reason, let match) = r.decide(
         method: "GET", host: "api.example.com", explicitPort: nil, path: "/", client: "bob")
     else { return XCTFail() }
     XCTAssertEqual(reason, "client \"bob\" is not allowed by route #1 api.example.com (line 7)")
     XCTAssertEqual(match?.number, 1)
     guard
-      case .refuse(_, _, let anon, _) = r.decide(
+      case .refuse(_, let anon, _) = r.decide(
         method: "GET", host: "api.example.com", explicitPort: nil, path: "/", client: nil)
     else { return XCTFail() }
     XCTAssertEqual(anon, "anonymous callers are not allowed by route #1 api.example.com (line 7)")
@@ -558,7 +558,7 @@ final class PolicyConfigTests: XCTestCase {
       "route 169.254.169.254 {\n  deny\n}\nroute [::ffff:10.0.0.1] {\n}\nroute * {\n}\n")
     for host in ["::ffff:169.254.169.254", "[::ffff:a9fe:a9fe]", "0:0:0:0:0:ffff:169.254.169.254"] {
       guard
-        case .refuse(403, "denied", _, _) = r.decide(
+        case .refuse(.denied, _, _) = r.decide(
           method: "GET", host: host, explicitPort: nil, path: "/")
       else { return XCTFail(host) }
     }

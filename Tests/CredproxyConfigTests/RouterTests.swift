@@ -14,7 +14,7 @@ final class RouterTests: XCTestCase {
   ) -> String {
     switch r.decide(method: method, host: host, explicitPort: port, path: path) {
     case .forward(let m): return "forward #\(m.number)"
-    case .refuse(let status, let code, _, _): return "\(status) \(code)"
+    case .refuse(let code, _, _): return "\(code.status) \(code)"
     }
   }
 
@@ -41,11 +41,11 @@ final class RouterTests: XCTestCase {
   func testNoRouteDeniesByDefault() throws {
     let r = try router("route api.example.com {\n}\n")
     guard
-      case .refuse(let status, let code, let reason, let match) =
+      case .refuse(let code, let reason, let match) =
         r.decide(method: "GET", host: "x.example.com", explicitPort: nil, path: "/")
     else { return XCTFail("expected refusal") }
-    XCTAssertEqual(status, 403)
-    XCTAssertEqual(code, "no_route")
+    XCTAssertEqual(code.status, 403)
+    XCTAssertEqual(code.rawValue, "no_route")
     XCTAssertEqual(reason, "no route for host \"x.example.com\": credproxy is deny-by-default")
     XCTAssertNil(match)
     XCTAssertEqual(outcome(Router(routes: []), "a"), "403 no_route")
@@ -309,11 +309,11 @@ final class RouterTests: XCTestCase {
   func testDenyReason() throws {
     let r = try router("route a.example.com {\n}\nroute evil.example.com {\n  deny\n}\n")
     guard
-      case .refuse(let status, let code, let reason, let match) =
+      case .refuse(let code, let reason, let match) =
         r.decide(method: "GET", host: "evil.example.com", explicitPort: nil, path: "/")
     else { return XCTFail() }
-    XCTAssertEqual(status, 403)
-    XCTAssertEqual(code, "denied")
+    XCTAssertEqual(code.status, 403)
+    XCTAssertEqual(code.rawValue, "denied")
     XCTAssertEqual(reason, "denied by route #2 evil.example.com (line 3)")
     XCTAssertEqual(match?.index, 1)
   }
@@ -323,11 +323,11 @@ final class RouterTests: XCTestCase {
     XCTAssertEqual(outcome(r, "api.example.com", method: "GET"), "forward #1")
     XCTAssertEqual(outcome(r, "api.example.com", method: "HEAD"), "forward #1")
     guard
-      case .refuse(let status, let code, let reason, let match) =
+      case .refuse(let code, let reason, let match) =
         r.decide(method: "DELETE", host: "api.example.com", explicitPort: nil, path: "/")
     else { return XCTFail() }
-    XCTAssertEqual(status, 405)
-    XCTAssertEqual(code, "method_not_allowed")
+    XCTAssertEqual(code.status, 405)
+    XCTAssertEqual(code.rawValue, "method_not_allowed")
     XCTAssertEqual(
       reason,
       "method \"DELETE\" is not allowed by route #1 api.example.com (line 1); allowed: GET, HEAD")

@@ -68,9 +68,10 @@ public enum Explain {
     }
 
     switch decision {
-    case .refuse(let status, let code, let reason, let match):
+    case .refuse(let code, let reason, let match):
+      let status = code.status
       lines.append(match.map(routeLine) ?? "no route matches")
-      if code == "client_not_allowed", let route = match?.route,
+      if code == .clientNotAllowed, let route = match?.route,
         config.effectiveMode(route) == .report
       {
         lines.append("allowed: mode report (enforce would refuse: \(status) \(code))")
@@ -80,10 +81,10 @@ public enum Explain {
       }
       lines.append("refused: \(status) \(code)")
       lines.append("  \(reason)")
-      if code == "method_not_allowed", let methods = match?.route.methods {
+      if code == .methodNotAllowed, let methods = match?.route.methods {
         lines.append("  Allow: \(methods.sorted().joined(separator: ", "))")
       }
-      if let route = match?.route, code == "client_not_allowed" || code == "tunnel_denied" {
+      if let route = match?.route, code == .clientNotAllowed || code == .tunnelDenied {
         lines.append(contentsOf: policyLines(config, route))
       }
       return (lines.joined(separator: "\n") + "\n", false)
@@ -103,7 +104,7 @@ public enum Explain {
       let port = route.effectivePort(explicitPort: parts.port)
       lines.append(routeLine(match))
       if case .refused(let dialled) = route.plainHTTPTokenRule(requestHost: parts.host) {
-        lines.append("refused: 403 insecure_upstream")
+        lines.append("refused: \(ErrorCode.insecureUpstream.status) \(ErrorCode.insecureUpstream)")
         lines.append(
           "  a token would cross plain http to \(dialled), which is not a loopback address")
         return (lines.joined(separator: "\n") + "\n", false)

@@ -1,4 +1,5 @@
 import HTTP1
+import Wire
 
 /// The route a request matched. `index` is the 0-based position in `ProxyConfig.routes`;
 /// messages call it `route #\(number)`.
@@ -16,7 +17,7 @@ public struct RouteMatch: Sendable {
 public enum RoutingDecision: Sendable {
   case forward(RouteMatch)
   /// 403 `no_route`, 403 `denied`, 405 `method_not_allowed`. `reason` is one line for the caller.
-  case refuse(status: Int, code: String, reason: String, route: RouteMatch?)
+  case refuse(code: ErrorCode, reason: String, route: RouteMatch?)
 }
 
 /// The routing table: routes tried in file order, the first match wins, no match is refused.
@@ -112,20 +113,20 @@ public struct Router: Sendable {
       guard hit else { continue }
       let match = RouteMatch(route: r.route, index: r.index)
       if r.route.deny {
-        return .refuse(status: 403, code: "denied", reason: r.denyReason, route: match)
+        return .refuse(code: .denied, reason: r.denyReason, route: match)
       }
       if case .client(let client) = check, !r.route.allows(client: client) {
         return r.clientRefusal(client, match)
       }
       if let methods = r.route.methods, !methods.contains(method) {
         return .refuse(
-          status: 405, code: "method_not_allowed",
+          code: .methodNotAllowed,
           reason: "method \(Self.quoted(method)) \(r.methodReason)", route: match)
       }
       return .forward(match)
     }
     return .refuse(
-      status: 403, code: "no_route",
+      code: .noRoute,
       reason: "no route for host \(Self.quoted(key.display)): credproxy is deny-by-default",
       route: nil)
   }
@@ -139,14 +140,14 @@ public struct Router: Sendable {
       guard hit else { continue }
       let match = RouteMatch(route: r.route, index: r.index)
       if r.route.deny {
-        return .refuse(status: 403, code: "denied", reason: r.denyReason, route: match)
+        return .refuse(code: .denied, reason: r.denyReason, route: match)
       }
       if case .client(let client) = check, !r.route.allows(client: client) {
         return r.clientRefusal(client, match)
       }
       guard r.route.tunnel else {
         return .refuse(
-          status: 403, code: "tunnel_denied",
+          code: .tunnelDenied,
           reason:
             "CONNECT to \(Self.quoted(key.authority(port))) is not allowed: \(r.label) has no tunnel",
           route: match)
@@ -154,7 +155,7 @@ public struct Router: Sendable {
       return .forward(match)
     }
     return .refuse(
-      status: 403, code: "tunnel_denied",
+      code: .tunnelDenied,
       reason:
         "no route allows a tunnel to \(Self.quoted(key.authority(port))): credproxy is deny-by-default",
       route: nil)
@@ -204,7 +205,7 @@ private struct CompiledRoute: Sendable {
   func clientRefusal(_ client: String?, _ match: RouteMatch) -> RoutingDecision {
     let who = client.map { "client \(Router.quoted($0)) is" } ?? "anonymous callers are"
     return .refuse(
-      status: 403, code: "client_not_allowed", reason: "\(who) not allowed by \(label)",
+      code: .clientNotAllowed, reason: "\(who) not allowed by \(label)",
       route: match)
   }
 }

@@ -170,7 +170,7 @@ final class MintOperation {
             return e
           })
       case .failure(let error):
-        done(.failure(.transport("\(error.kind.rawValue): \(error.message)", source: source)))
+        done(.failure(.transport("\(error.code): \(error.message)", source: source)))
       }
     }
   }

@@ -35,7 +35,7 @@ final class AccessLog: Sendable {
   /// query: it can carry secrets), route, status, bytes in and out, duration, error code.
   func write(
     _ r: LogContext, client: String, status: Int, bytesIn: UInt64, bytesOut: UInt64,
-    durationMs: Int64, error: String?
+    durationMs: Int64, error: ErrorCode?
   ) {
     guard enabled else { return }
     var line: String
@@ -53,7 +53,7 @@ final class AccessLog: Sendable {
         + "\"path\":\(JSONText.quoted(r.path)),\"route\":\(JSONText.quoted(r.route)),"
         + "\"status\":\(status),\"bytes_in\":\(bytesIn),\"bytes_out\":\(bytesOut),"
         + "\"duration_ms\":\(durationMs)"
-      if let e = error { line += ",\"error\":\(JSONText.quoted(e))" }
+      if let e = error { line += ",\"error\":\(JSONText.quoted(e.rawValue))" }
       line += "}"
     }
     line += "\n"

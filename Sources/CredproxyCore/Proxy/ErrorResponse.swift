@@ -1,4 +1,5 @@
 import HTTP1
+import Wire
 
 /// A whole response credproxy makes itself (errors, admin pages): the head with Content-Type and
 /// Content-Length, then the body (left out for HEAD).
@@ -20,13 +21,14 @@ func madeResponse(
 /// An error credproxy answers with: short text/plain body, one line a caller can act on, and an
 /// `X-Credproxy-Error` code a script can test for.
 struct ErrorResponse {
-  var status: Int
-  var code: String
+  var code: ErrorCode
   var message: String
+  var status: Int { code.status }
 
   func serialized(close: Bool, extraHeaders: [HeaderField] = []) -> [UInt8] {
     madeResponse(
       status: status, contentType: "text/plain; charset=utf-8", body: "credproxy: \(message)\n",
-      headers: [HeaderField(name: "X-Credproxy-Error", value: code)] + extraHeaders, close: close)
+      headers: [HeaderField(name: "X-Credproxy-Error", value: code.rawValue)] + extraHeaders,
+      close: close)
   }
 }

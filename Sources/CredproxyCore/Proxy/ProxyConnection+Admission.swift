@@ -18,9 +18,9 @@ extension ProxyConnection {
     let proxyAuth = head.headers.first { HeaderPolicy.nameIs($0.name, "proxy-authorization") }
     switch runtime.clients.identify(proxyAuthorization: proxyAuth?.value, peer: peer) {
     case .rejected(let why):
-      record.deny("proxy_auth_required")
+      record.deny(.proxyAuthRequired)
       respond(
-        ErrorResponse(status: 407, code: "proxy_auth_required", message: why),
+        ErrorResponse(code: .proxyAuthRequired, message: why),
         close: !keepOpen, log: record,
         extraHeaders: [HeaderField(name: "Proxy-Authenticate", value: ClientIdentifier.challenge)])
       return
@@ -35,9 +35,9 @@ extension ProxyConnection {
       return
     }
     guard let authority = head.authority else {
-      record.deny("bad_request")
+      record.deny(.badRequest)
       respond(
-        ErrorResponse(status: 400, code: "bad_request", message: "request has no Host"),
+        ErrorResponse(code: .badRequest, message: "request has no Host"),
         close: true, log: record)
       return
     }
@@ -47,13 +47,13 @@ extension ProxyConnection {
       method: head.method, host: authority.host, explicitPort: authority.port, path: path,
       client: record.client)
     {
-    case .refuse(let status, let code, let reason, let match):
+    case .refuse(let code, let reason, let match):
       record.routeNumber = match?.number
       let mode = match.map { runtime.config.effectiveMode($0.route) } ?? runtime.config.mode
       guard mode == .report else {
         record.deny(code)
         respond(
-          ErrorResponse(status: status, code: code, message: reason), close: !keepOpen, log: record)
+          ErrorResponse(code: code, message: reason), close: !keepOpen, log: record)
         return
       }
       // Report mode: log what would be denied and let it through (on the matched route, or with
@@ -73,16 +73,16 @@ extension ProxyConnection {
         client: record.client, route: routeIndex, limit: limit, now: TokenBroker.now())
     {
       if enforcing {
-        record.deny("rate_limited")
+        record.deny(.rateLimited)
         respond(
           ErrorResponse(
-            status: 429, code: "rate_limited",
+            code: .rateLimited,
             message: "route \(record.route) allows \(limit) per client; retry in \(retryAfter) s"),
           close: !keepOpen, log: record,
           extraHeaders: [HeaderField(name: "Retry-After", value: String(retryAfter))])
         return
       }
-      record.report("rate_limited")
+      record.report(.rateLimited)
     }
     var slot: ConcurrencySlot? = nil
     if let routeIndex {
@@ -91,26 +91,26 @@ extension ProxyConnection {
         slot = ConcurrencySlot(runtime.concurrency, client: record.client, route: routeIndex)
       case .clientLimit(let n), .routeLimit(let n):
         if enforcing {
-          record.deny("too_many_concurrent")
+          record.deny(.tooManyConcurrent)
           respond(
             ErrorResponse(
-              status: 503, code: "too_many_concurrent",
+              code: .tooManyConcurrent,
               message:
                 "\(record.client.map { "client \"\($0)\"" } ?? "this client") already has \(n) requests in flight"
             ),
             close: !keepOpen, log: record)
           return
         }
-        record.report("too_many_concurrent")
+        record.report(.tooManyConcurrent)
       }
     }
 
     let maxBody = route.maxBody ?? runtime.config.maxBody
     if case .contentLength(let n) = head.framing, n > maxBody {
-      record.deny("body_too_large")
+      record.deny(.bodyTooLarge)
       respond(
         ErrorResponse(
-          status: 413, code: "body_too_large",
+          code: .bodyTooLarge,
           message: "request body of \(n) bytes exceeds the limit of \(maxBody) bytes"),
         close: true, log: record)
       return
@@ -133,10 +133,10 @@ extension ProxyConnection {
       forward.log.credential = route.auth.secret?.description
       startTransfer(forward, credential: (name, value))
     case .unavailable(let why):
-      record.deny("credential_unavailable")
+      record.deny(.credentialUnavailable)
       respond(
         ErrorResponse(
-          status: 503, code: "credential_unavailable",
+          code: .credentialUnavailable,
           message: "route \(record.route) (\(route.name)) has no credential: \(why)"),
         close: !keepOpen, log: record)
     case .minted(let credential, let kind, let header):
@@ -144,10 +144,10 @@ extension ProxyConnection {
       // (emulators, tests). An address off this machine is refused before a token is minted;
       // a name is decided on the address it is dialled at (`credentialNeedsLoopback`).
       if case .refused(let dialled) = route.plainHTTPTokenRule(requestHost: authority.host) {
-        record.deny("insecure_upstream")
+        record.deny(.insecureUpstream)
         respond(
           ErrorResponse(
-            status: 403, code: "insecure_upstream",
+            code: .insecureUpstream,
             message:
               "route \(record.route) would send a token over plain http to \(dialled), which is not a loopback address"
           ),

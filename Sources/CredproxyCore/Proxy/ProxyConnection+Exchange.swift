@@ -29,7 +29,7 @@ extension ProxyConnection {
     case .failed(let message):
       tokenFailed(forward, message)
     case .unavailable(let message):
-      tokenFailed(forward, message, code: "credential_unavailable")
+      tokenFailed(forward, message, code: .credentialUnavailable)
     }
   }
 
@@ -48,11 +48,11 @@ extension ProxyConnection {
   }
 
   func tokenFailed(
-    _ forward: Forward, _ message: String, code: String = "token_unavailable"
+    _ forward: Forward, _ message: String, code: ErrorCode = .tokenUnavailable
   ) {
     let head = forward.head
     respond(
-      ErrorResponse(status: 503, code: code, message: message),
+      ErrorResponse(code: code, message: message),
       close: head.framing != .none || !head.keepAlive, log: forward.log)
     if !closed { process() }
   }
@@ -260,7 +260,7 @@ extension ProxyConnection {
   func upstreamDidFinish(error: UpstreamError?) {
     guard let ex = exchange, !closed else { return }
     // Report mode let a refused address be dialled: the audit says so.
-    if ex.transfer?.reportedReason != nil { ex.log.report("blocked_address") }
+    if ex.transfer?.reportedReason != nil { ex.log.report(.blockedAddress) }
     ex.transfer = nil
     ex.forward.slot?.release()
     let requestFullyRead = ex.body.isComplete
@@ -268,23 +268,23 @@ extension ProxyConnection {
       finishWithError(
         ex,
         ErrorResponse(
-          status: 502, code: UpstreamError.Kind.protocolError.rawValue,
+          code: .upstreamProtocol,
           message: "upstream \(ex.upstream) sent a body of another length than it announced"),
         close: true)
     } else if let bodyError = ex.bodyError {
       finishWithError(
         ex,
         ErrorResponse(
-          status: bodyError.status, code: Self.code(for: bodyError.status),
+          code: .forParseFailure(status: bodyError.status),
           message: bodyError.reason), close: true)
     } else if let error {
       finishWithError(
         ex,
         ErrorResponse(
-          status: error.status, code: error.kind.rawValue,
+          code: error.code,
           message: "upstream \(ex.upstream) failed: \(error.message)"),
         // After a protocol error nothing more can be trusted on either connection.
-        close: !requestFullyRead || !ex.keepAlive || error.kind == .protocolError)
+        close: !requestFullyRead || !ex.keepAlive || error.code == .upstreamProtocol)
     } else {
       if ex.framing == .chunked { output.append(lastChunk) }
       logExchange(ex, status: ex.status, error: nil)

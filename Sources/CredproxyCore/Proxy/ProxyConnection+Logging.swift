@@ -8,12 +8,12 @@ import Synchronization
 
 /// Every finished decision: the access log, the audit log, metrics and recent denials.
 extension ProxyConnection {
-  func logExchange(_ ex: Exchange, status: Int, error: String?) {
+  func logExchange(_ ex: Exchange, status: Int, error: ErrorCode?) {
     writeLog(ex.log, status: status, bytesIn: ex.bytesIn, bytesOut: ex.bytesOut, error: error)
   }
 
   func writeLog(
-    _ log: LogContext, status: Int, bytesIn: UInt64, bytesOut: UInt64, error: String?
+    _ log: LogContext, status: Int, bytesIn: UInt64, bytesOut: UInt64, error: ErrorCode?
   ) {
     let runtime = context.runtime
     let durationMs = EventLoop.nowMs() - log.startedMs
@@ -27,23 +27,24 @@ extension ProxyConnection {
     var reason = log.reason
     if decision == .allow, let error, status >= 400 {
       // Refused by us after routing (limits, parse errors) or failed upstream: still a decision.
-      if status < 500 || error == "blocked_address" { decision = .deny }
+      if status < 500 || error == .blockedAddress { decision = .deny }
       reason = error
     }
     if decision != .allow, let reason {
-      runtime.metrics.denial(reason: reason)
+      runtime.metrics.denial(reason: reason.rawValue)
       context.denials.record(
         DenialLog.Entry(
-          time: TokenBroker.now(), client: log.client, host: log.host, reason: reason))
+          time: TokenBroker.now(), client: log.client, host: log.host, reason: reason.rawValue))
     }
-    if let upstreamKind = error, upstreamKind.hasPrefix("upstream_") {
-      runtime.metrics.upstreamError(kind: upstreamKind)
+    if let error, error.isUpstreamFailure {
+      runtime.metrics.upstreamError(kind: error.rawValue)
     }
     runtime.audit?.write(
       AuditRecord(
         time: TokenBroker.now(), client: log.client, source: clientAddress, method: log.method,
         scheme: log.scheme, host: log.hostName, port: log.port, path: log.path, query: log.query,
-        route: log.routeNumber, decision: decision, reason: reason, credential: log.credential,
+        route: log.routeNumber, decision: decision, reason: reason?.rawValue,
+        credential: log.credential,
         tokenFingerprint: log.tokenFingerprint, status: status, bytesIn: bytesIn,
         bytesOut: bytesOut, durationMs: Double(durationMs)))
   }

@@ -15,15 +15,15 @@ extension ProxyConnection {
     var record = start
     record.scheme = "connect"
     guard case .authority(let target) = head.target, let port = target.port else {
-      record.deny("bad_request")
+      record.deny(.badRequest)
       respond(
-        ErrorResponse(status: 400, code: "bad_request", message: "CONNECT needs host:port"),
+        ErrorResponse(code: .badRequest, message: "CONNECT needs host:port"),
         close: true, log: record)
       return
     }
     let route: Route
     switch runtime.router.decideTunnel(host: target.host, port: port, client: record.client) {
-    case .refuse(let status, let code, let reason, let match):
+    case .refuse(let code, let reason, let match):
       record.routeNumber = match?.number
       if let match, runtime.config.effectiveMode(match.route) == .report {
         record.report(code)
@@ -31,7 +31,7 @@ extension ProxyConnection {
       } else {
         record.deny(code)
         respond(
-          ErrorResponse(status: status, code: code, message: reason), close: true, log: record)
+          ErrorResponse(code: code, message: reason), close: true, log: record)
         return
       }
     case .forward(let match):
@@ -52,14 +52,14 @@ extension ProxyConnection {
       guard case .dialing(let current) = state, current === tunnel else { return }
       if let failure {
         var log = tunnel.log
-        if failure.status == 403 { log.deny(failure.code) }
+        if failure.code.status == 403 { log.deny(failure.code) }
         respond(
-          ErrorResponse(status: failure.status, code: failure.code, message: failure.message),
+          ErrorResponse(code: failure.code, message: failure.message),
           close: true, log: log)
         return
       }
       enter(.tunneling(tunnel))
-      if upstream.dialledDespiteRefusal { tunnel.log.report("blocked_address") }
+      if upstream.dialledDespiteRefusal { tunnel.log.report(.blockedAddress) }
       context.runtime.metrics.tunnelOpened()
       output.append("HTTP/1.1 200 Connection established\r\n\r\n")
       upstream.onReadable = { [unowned self] in pumpTunnelDown() }

@@ -88,7 +88,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   func handleEvents(fd: Int32, events: UInt32) {
     if events & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
-      abort(reason: "client_closed")
+      abort(reason: .clientClosed)
       return
     }
     if events & EPOLLOUT.rawValue != 0 {
@@ -103,7 +103,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0 {
       if events & EPOLLIN.rawValue == 0 && interest & EPOLLIN.rawValue == 0 {
         // The client hung up while we were not reading from it.
-        abort(reason: "client_closed")
+        abort(reason: .clientClosed)
         return
       }
       readInput()
@@ -134,7 +134,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         if case .tunneling = state {
           endTunnel(clientClosed: true)
         } else if state.isBusy {
-          abort(reason: "client_closed")
+          abort(reason: .clientClosed)
         } else {
           close()
         }
@@ -143,7 +143,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         readWantsWrite = wantsWrite
         return
       case .failed:
-        abort(reason: "client_error")
+        abort(reason: .clientError)
         return
       }
     }
@@ -162,7 +162,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
           return
         case .failed(let e):
           respond(
-            ErrorResponse(status: e.status, code: Self.code(for: e.status), message: e.reason),
+            ErrorResponse(code: .forParseFailure(status: e.status), message: e.reason),
             close: true, log: nil)
           return
         case .complete(let head, let consumed):
@@ -179,19 +179,6 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       case .awaitingToken, .closing, .closed, .dialing:
         return
       }
-    }
-  }
-
-  static func code(for status: Int) -> String {
-    switch status {
-    case 408: return "header_timeout"
-    case 413: return "body_too_large"
-    case 414: return "request_line_too_long"
-    case 417: return "expectation_failed"
-    case 431: return "headers_too_large"
-    case 501: return "not_implemented"
-    case 505: return "http_version_not_supported"
-    default: return "bad_request"
     }
   }
 
@@ -237,7 +224,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       case .wouldBlock:
         break writeLoop
       case .closed, .failed:
-        abort(reason: "client_closed")
+        abort(reason: .clientClosed)
         return
       }
     }
@@ -294,7 +281,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       if nowMs - startedMs > Int64(config.headerTimeoutMs) {
         respond(
           ErrorResponse(
-            status: 408, code: "header_timeout",
+            code: .headerTimeout,
             message: "request head not received within \(config.headerTimeoutMs) ms"),
           close: true, log: nil)
       }
@@ -312,7 +299,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
           finishWithError(
             ex,
             ErrorResponse(
-              status: 408, code: "body_timeout",
+              code: .bodyTimeout,
               message:
                 "request body not received in time (body-timeout \(config.bodyTimeoutMs) ms, body-min-rate \(config.bodyMinRate) bytes/s)"
             ), close: true)
@@ -326,7 +313,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         finishWithError(
           ex,
           ErrorResponse(
-            status: 504, code: "upstream_timeout",
+            code: .upstreamTimeout,
             message: "upstream \(ex.upstream) did not answer within \(ex.requestTimeoutMs) ms"),
           close: !ex.keepAlive)
       }
@@ -336,7 +323,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       if nowMs - tunnel.dialStartedMs > Int64(tunnel.connectTimeoutMs) {
         respond(
           ErrorResponse(
-            status: 504, code: "upstream_timeout",
+            code: .upstreamTimeout,
             message:
               "tunnel target \(tunnel.log.host) did not answer within \(tunnel.connectTimeoutMs) ms"
           ),
@@ -354,7 +341,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   // MARK: teardown
 
   /// The client went away or failed: drop its transfer (and only its transfer) and close.
-  func abort(reason: String) {
+  func abort(reason: ErrorCode) {
     if let ex = exchange {
       if let t = ex.transfer { context.multi.cancel(t) }
       ex.transfer = nil

@@ -20,7 +20,7 @@ struct LogContext {
   var routeNumber: Int?
   var client: String?
   var decision = AuditDecision.allow
-  var reason: String?
+  var reason: ErrorCode?
   /// A credentials block name or a secret's source (`env:NAME`), never a value.
   var credential: String?
   var tokenFingerprint: String?
@@ -52,13 +52,13 @@ struct LogContext {
     port = head.authority?.port
   }
 
-  mutating func deny(_ code: String) {
+  mutating func deny(_ code: ErrorCode) {
     decision = .deny
     reason = code
   }
 
   /// Report mode: would have been denied for `code`, let through.
-  mutating func report(_ code: String) {
+  mutating func report(_ code: ErrorCode) {
     decision = .report
     if reason == nil { reason = code }  // the first reason is the one that decided
   }

@@ -1,6 +1,7 @@
 import CSystem
 import Foundation
 import Glibc
+import Wire
 
 /// The upstream side of a CONNECT tunnel: a TCP socket we resolve, vet and dial ourselves, then
 /// relay bytes through untouched (they are TLS; nothing is injected).
@@ -220,15 +221,11 @@ enum TunnelFailure: Error {
   case connect(String)
   case blocked(String)
 
-  var status: Int {
-    if case .blocked = self { return 403 }
-    return 502
-  }
-  var code: String {
+  var code: ErrorCode {
     switch self {
-    case .dns: return "upstream_dns"
-    case .connect: return "upstream_connect"
-    case .blocked: return "blocked_address"
+    case .dns: return .upstreamDNS
+    case .connect: return .upstreamConnect
+    case .blocked: return .blockedAddress
     }
   }
   var message: String {

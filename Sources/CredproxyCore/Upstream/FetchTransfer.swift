@@ -87,7 +87,7 @@ final class FetchTransfer: UpstreamTransferDelegate {
     if let error {
       done?(.failure(error))
     } else if tooLarge {
-      done?(.failure(UpstreamError(kind: .protocolError, message: "response larger than 1 MiB")))
+      done?(.failure(UpstreamError(.upstreamProtocol, message: "response larger than 1 MiB")))
     } else {
       done?(.success(Response(status: status, headers: headers, body: received)))
     }

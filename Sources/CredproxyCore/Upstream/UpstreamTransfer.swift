@@ -3,6 +3,7 @@ import CSystem
 import CredproxyConfig
 import Glibc
 import HTTP1
+import Wire
 
 /// What to send upstream, already decided by the proxy (URL, method, final header lines).
 struct UpstreamRequest {
@@ -49,45 +50,26 @@ enum BodyChunk {
 
 /// Why an upstream transfer failed, mapped onto what the caller is told.
 struct UpstreamError: Error {
-  enum Kind: String {
-    case connect = "upstream_connect"
-    case blocked = "blocked_address"
-    case insecure = "insecure_upstream"
-    case dns = "upstream_dns"
-    case tls = "upstream_tls"
-    case timeout = "upstream_timeout"
-    case protocolError = "upstream_protocol"
-    case aborted = "aborted"
-  }
-  var kind: Kind
+  var code: ErrorCode
   var message: String
 
-  var status: Int {
-    switch kind {
-    case .timeout: return 504
-    case .blocked, .insecure: return 403
-    default: return 502
-    }
-  }
-
-  init(kind: Kind, message: String) {
-    self.kind = kind
+  init(_ code: ErrorCode, message: String) {
+    self.code = code
     self.message = message
   }
 
-  init(code: CURLcode, detail: String) {
-    let text = detail.isEmpty ? cString(curl_easy_strerror(code)) : detail
-    message = text
-    switch code {
-    case CURLE_COULDNT_RESOLVE_HOST: kind = .dns
-    case CURLE_COULDNT_CONNECT: kind = .connect
-    case CURLE_OPERATION_TIMEDOUT: kind = .timeout
+  init(curl: CURLcode, detail: String) {
+    message = detail.isEmpty ? cString(curl_easy_strerror(curl)) : detail
+    switch curl {
+    case CURLE_COULDNT_RESOLVE_HOST: code = .upstreamDNS
+    case CURLE_COULDNT_CONNECT: code = .upstreamConnect
+    case CURLE_OPERATION_TIMEDOUT: code = .upstreamTimeout
     case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM,
       CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
       CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS, CURLE_SSL_CRL_BADFILE:
-      kind = .tls
-    case CURLE_ABORTED_BY_CALLBACK, CURLE_WRITE_ERROR, CURLE_READ_ERROR: kind = .aborted
-    default: kind = .protocolError
+      code = .upstreamTLS
+    case CURLE_ABORTED_BY_CALLBACK, CURLE_WRITE_ERROR, CURLE_READ_ERROR: code = .aborted
+    default: code = .upstreamProtocol
     }
   }
 }
@@ -190,7 +172,7 @@ final class UpstreamTransfer {
     }
     if let refused = check.refused {
       // Never sent: the transfer fails before curl touches the network (see CurlMulti.start).
-      refusal = UpstreamError(kind: .protocolError, message: "libcurl refused \(refused)")
+      refusal = UpstreamError(.upstreamProtocol, message: "libcurl refused \(refused)")
       setupFailed = true
     }
     if let target = r.requestTarget { cp_easy_setopt_ptr(easy, CURLOPT_REQUEST_TARGET, target) }
@@ -249,14 +231,14 @@ final class UpstreamTransfer {
     if code == CURLE_OK {
       if !headReceived {
         delegate.upstreamDidFinish(
-          error: UpstreamError(kind: .protocolError, message: "upstream sent no response"))
+          error: UpstreamError(.upstreamProtocol, message: "upstream sent no response"))
       } else {
         delegate.upstreamDidFinish(error: nil)
       }
     } else if let refusal {
       delegate.upstreamDidFinish(error: refusal)
     } else {
-      delegate.upstreamDidFinish(error: UpstreamError(code: code, detail: cString(errorBuffer)))
+      delegate.upstreamDidFinish(error: UpstreamError(curl: code, detail: cString(errorBuffer)))
     }
   }
 
@@ -266,7 +248,7 @@ final class UpstreamTransfer {
       let sa =
         UnsafeRawPointer(address) + MemoryLayout<curl_sockaddr>.offset(of: \curl_sockaddr.addr)!
       guard let ip = DialCheck.ipAddress(sa, length: Int(address.pointee.addrlen)) else {
-        refusal = UpstreamError(kind: .blocked, message: "unknown address family \(family)")
+        refusal = UpstreamError(.blockedAddress, message: "unknown address family \(family)")
         return CP_SOCKET_BAD
       }
       if !permits(ip) { return CP_SOCKET_BAD }
@@ -278,7 +260,7 @@ final class UpstreamTransfer {
   /// Every request, new connection or pooled: the address it will actually be sent to.
   fileprivate func onPrerequest(primaryIP: UnsafePointer<CChar>?) -> Int32 {
     guard let text = primaryIP.map(cString), let ip = IPAddress(text) else {
-      refusal = UpstreamError(kind: .blocked, message: "the upstream connection has no address")
+      refusal = UpstreamError(.blockedAddress, message: "the upstream connection has no address")
       return CP_PREREQFUNC_ABORT
     }
     return permits(ip) ? CP_PREREQFUNC_OK : CP_PREREQFUNC_ABORT
@@ -288,7 +270,7 @@ final class UpstreamTransfer {
   private func permits(_ ip: IPAddress) -> Bool {
     if credentialNeedsLoopback && !ip.isLoopback {
       refusal = UpstreamError(
-        kind: .insecure,
+        .insecureUpstream,
         message: "a credential would cross plain http to \(ip), which is not a loopback address")
       return false
     }
@@ -297,7 +279,7 @@ final class UpstreamTransfer {
       reportedReason = why
       return true
     }
-    refusal = UpstreamError(kind: .blocked, message: why)
+    refusal = UpstreamError(.blockedAddress, message: why)
     return false
   }
 
@@ -315,7 +297,7 @@ final class UpstreamTransfer {
         status: head.status, headers: head.headers, framing: head.framing)
       return bytes.count
     case .invalid(let why):
-      refusal = UpstreamError(kind: .protocolError, message: why)
+      refusal = UpstreamError(.upstreamProtocol, message: why)
       return 0
     }
   }
@@ -324,7 +306,7 @@ final class UpstreamTransfer {
     guard let delegate else { return 0 }
     guard headReceived else {
       // Bytes with no final head in front of them would reach the caller unframed.
-      refusal = UpstreamError(kind: .protocolError, message: "upstream sent a body without a head")
+      refusal = UpstreamError(.upstreamProtocol, message: "upstream sent a body without a head")
       return 0
     }
     if delegate.upstreamDidReceiveBody(bytes) { return bytes.count }
