@@ -6,7 +6,11 @@ import PackageDescription
 let package = Package(
   name: "credproxy",
   products: [
-    .executable(name: "credproxy", targets: ["credproxy"])
+    .executable(name: "credproxy", targets: ["credproxy"]),
+    // The pure modules, as libraries so that the fuzz package (Fuzz/Package.swift) can use them.
+    .library(name: "HTTP1", targets: ["HTTP1"]),
+    .library(name: "CredproxyConfig", targets: ["CredproxyConfig"]),
+    .library(name: "EgressPolicy", targets: ["EgressPolicy"]),
   ],
   targets: [
     .systemLibrary(
