@@ -13,6 +13,7 @@ let fuzzTargets: [(name: String, modules: [String])] = [
   ("body-decoder", ["HTTP1"]),
   ("config", ["CredproxyConfig"]),
   ("host", ["HTTP1", "CredproxyConfig", "EgressPolicy"]),
+  ("upstream-head", ["HTTP1"]),
 ]
 
 let package = Package(

@@ -40,6 +40,8 @@ public struct UpstreamHeadReader: Sendable {
   public private(set) var headers: [HeaderField] = []
   public private(set) var framing = ResponseBodyFraming.unknown
   private let requestMethod: String
+  /// The next line is a status line: at the start, and after an interim head.
+  private var atHeadStart = true
 
   public init(requestMethod: String) {
     self.requestMethod = requestMethod
@@ -50,9 +52,15 @@ public struct UpstreamHeadReader: Sendable {
     var end = raw.count
     while end > 0 && (raw[end - 1] == 13 || raw[end - 1] == 10) { end -= 1 }
     if end == 0 { return endOfHead() }
-    if end >= 5 && raw[0] == 0x48 && raw[1] == 0x54 && raw[2] == 0x54 && raw[3] == 0x50
-      && raw[4] == 0x2F
-    {
+    if atHeadStart {
+      atHeadStart = false
+      headers.removeAll(keepingCapacity: true)
+      status = 0
+      // Anything but "HTTP/…" here leaves status 0: invalid when the head ends.
+      guard
+        end >= 5 && raw[0] == 0x48 && raw[1] == 0x54 && raw[2] == 0x54 && raw[3] == 0x50
+          && raw[4] == 0x2F
+      else { return .more }
       // "HTTP/x[.y] NNN …": the status is the three digits after the first space.
       var i = 5
       while i < end && raw[i] != 0x20 { i += 1 }
@@ -68,7 +76,6 @@ public struct UpstreamHeadReader: Sendable {
       }
       let complete = digits == 3 && (i == end || raw[i] == 0x20)
       status = complete ? code : 0
-      headers.removeAll(keepingCapacity: true)
       return .more
     }
     var colon = 0
@@ -101,6 +108,7 @@ public struct UpstreamHeadReader: Sendable {
     case 100...199:
       headers.removeAll(keepingCapacity: true)
       status = 0
+      atHeadStart = true
       return .interim
     case 200...599:
       switch Self.framing(status: status, requestMethod: requestMethod, headers: headers) {

@@ -109,3 +109,20 @@ final class UpstreamResponseHeadTests: XCTestCase {
     XCTAssertFalse(fieldNameIs("Content_Length", "content-length"))
   }
 }
+
+extension UpstreamResponseHeadTests {
+  /// Only the first line of a head is a status line: a field that happens to start with `HTTP/`
+  /// must not restart the head and drop the fields before it.
+  func testStatusLineOnlyAtTheStartOfAHead() {
+    let (r, step) = read(["HTTP/1.1 200 OK", "Content-Length: 5", "HTTP/1.1 204 No Content"])
+    XCTAssertEqual(step, .complete)
+    XCTAssertEqual(r.status, 200)
+    XCTAssertEqual(r.framing, .length(5))
+  }
+
+  func testHeadNotStartingWithAStatusLineIsInvalid() {
+    guard case .invalid = read(["Content-Length: 5", "HTTP/1.1 200 OK"]).1 else {
+      return XCTFail("accepted a head without a status line first")
+    }
+  }
+}
