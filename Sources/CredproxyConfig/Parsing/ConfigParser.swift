@@ -1228,7 +1228,7 @@ private struct ParseSession {
         }
       }
       if case .oauth2 = route.auth, let t = info.authToken {
-        for p in route.patterns where !Self.isUnderGoogleAPIs(p.host) {
+        for p in route.patterns where !p.host.isUnderGoogleAPIs {
           warn(
             t,
             "auth OAuth2 on route #\(number) sends Google access tokens to \(p), which is not under googleapis.com"
@@ -1286,7 +1286,7 @@ private struct ParseSession {
         var by: [Int] = []
         let shadowed = route.patterns.allSatisfy { b in
           for (j, earlier) in config.routes[..<index].enumerated() {
-            if earlier.patterns.contains(where: { Self.covers($0, b) }) {
+            if earlier.patterns.contains(where: { $0.covers(b) }) {
               if !by.contains(j + 1) { by.append(j + 1) }
               return true
             }
@@ -1366,30 +1366,5 @@ private struct ParseSession {
         tokens[token] = c.name
       }
     }
-  }
-
-  static func isUnderGoogleAPIs(_ host: RoutePattern.Host) -> Bool {
-    switch host {
-    case .any: return false
-    case .exact(let h), .suffix(let h):
-      return h == "googleapis.com" || h.hasSuffix(".googleapis.com")
-    }
-  }
-
-  /// Whether every request pattern `b` matches is also matched by `a`.
-  static func covers(_ a: RoutePattern, _ b: RoutePattern) -> Bool {
-    switch (a.host, b.host) {
-    case (.any, _): break
-    case (.suffix(let s), .suffix(let t)):
-      guard t == s || t.hasSuffix("." + s) else { return false }
-    case (.suffix(let s), .exact(let h)): guard h.hasSuffix("." + s) else { return false }
-    case (.exact(let h1), .exact(let h2)): guard h1 == h2 else { return false }
-    default: return false
-    }
-    if let p = a.port, b.port != p { return false }
-    guard let pa = a.pathPrefix else { return true }
-    guard let pb = b.pathPrefix else { return false }
-    if pa.hasSuffix("/") { return pb.hasPrefix(pa) }
-    return pb == pa || pb.hasPrefix(pa + "/")
   }
 }
