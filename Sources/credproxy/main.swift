@@ -35,10 +35,12 @@ let helpTexts: [String: String] = [
   Exit 0 when valid, 2 with `file:line:col: message` lines when not.
   """,
   "explain": """
-  usage: credproxy explain URL [--method M] [--config PATH]
+  usage: credproxy explain URL [--method M] [--mint] [--config PATH]
 
   Shows which route URL would take, where it would be sent and which credential would be added
   (by source, never by value), or why it would be refused. --method defaults to GET.
+  --mint        also mint (or reuse) the token URL would get and print its kind, credential,
+                scopes or audience, fingerprint and expiry (never the token); exit 1 if that fails
   """,
 ]
 
