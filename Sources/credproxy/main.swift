@@ -121,7 +121,7 @@ func fail(_ message: String, code: Int32) -> Never {
 
 func load(_ path: String) -> ProxyConfig {
   do {
-    return try loadConfig(path: path, googleAuthAvailable: true)
+    return try loadConfig(path: path)
   } catch let error as ConfigError {
     fail(error.description, code: 2)
   } catch {
@@ -168,7 +168,7 @@ func serve(_ options: Options) -> Never {
     if signal == SIGHUP {
       // A bad new config is rejected with its errors logged; the old one keeps serving.
       do {
-        let next = try loadConfig(path: options.config, googleAuthAvailable: true)
+        let next = try loadConfig(path: options.config)
         for note in try server.reload(config: next) { log("reload: \(note)") }
         shutdownTimeout = Double(next.shutdownTimeoutMs) / 1000
         log("reloaded \(options.config): \(next.routes.count) routes")

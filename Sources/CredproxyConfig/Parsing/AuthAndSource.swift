@@ -46,13 +46,6 @@ extension ParseSession {
       return .basic(user: user, password: ref)
     case "oauth2", "oidc":
       let name = type.keyword == "oauth2" ? "OAuth2" : "OIDC"
-      guard googleAuth else {
-        error(
-          type,
-          "auth type \(name) is not available yet in this build; expected one of none, bearer, header, basic"
-        )
-        return nil
-      }
       if name == "OAuth2" {
         guard let first = rest.first else { return .oauth2(scopes: AuthSpec.defaultScopes) }
         guard first.isKeyword("scopes") || first.isKeyword("scope") else {

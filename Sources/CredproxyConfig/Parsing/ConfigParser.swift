@@ -8,32 +8,41 @@ import Foundation
 /// Reads `proxy.conf` into a validated `ProxyConfig`. Collects every error it can and throws them
 /// together as a `ConfigError`; each is `file:line:col: what is wrong; expected what`.
 public struct ConfigParser: Sendable {
-  /// OAuth2 and OIDC routes are refused ("not available yet in this build") unless true.
-  public var googleAuthAvailable: Bool
+  public init() {}
 
-  public init(googleAuthAvailable: Bool = false) {
-    self.googleAuthAvailable = googleAuthAvailable
-  }
+  /// Source compatibility: OAuth2 and OIDC are always available; the argument is ignored.
+  public init(googleAuthAvailable: Bool) {}
 
   /// Parses config text. `path` is used in messages and to resolve relative paths.
   /// - Throws: `ConfigError`.
   public func parse(text: String, path: String) throws -> ProxyConfig {
-    var session = ParseSession(file: path, googleAuth: googleAuthAvailable)
+    var session = ParseSession(file: path)
     return try session.run(text)
   }
 
   /// Parses config text. `path` is used in messages and to resolve relative paths.
   /// - Throws: `ConfigError`.
-  public static func parse(
-    text: String, path: String = "proxy.conf", googleAuthAvailable: Bool = false
-  ) throws -> ProxyConfig {
-    try ConfigParser(googleAuthAvailable: googleAuthAvailable).parse(text: text, path: path)
+  public static func parse(text: String, path: String = "proxy.conf") throws -> ProxyConfig {
+    try ConfigParser().parse(text: text, path: path)
   }
+
+  /// Source compatibility: OAuth2 and OIDC are always available; `googleAuthAvailable` is
+  /// ignored.
+  public static func parse(
+    text: String, path: String = "proxy.conf", googleAuthAvailable: Bool
+  ) throws -> ProxyConfig {
+    try parse(text: text, path: path)
+  }
+}
+
+/// Source compatibility: OAuth2 and OIDC are always available; `googleAuthAvailable` is ignored.
+public func loadConfig(path: String, googleAuthAvailable: Bool) throws -> ProxyConfig {
+  try loadConfig(path: path)
 }
 
 /// Reads and parses the config file at `path`.
 /// - Throws: `ConfigError` (an unreadable file is one diagnostic at line 0 naming the path).
-public func loadConfig(path: String, googleAuthAvailable: Bool) throws -> ProxyConfig {
+public func loadConfig(path: String) throws -> ProxyConfig {
   func fail(_ why: String) -> ConfigError {
     ConfigError([
       ConfigDiagnostic(
@@ -50,7 +59,7 @@ public func loadConfig(path: String, googleAuthAvailable: Bool) throws -> ProxyC
     throw fail("permission denied or I/O error")
   }
   guard let text = String(data: data, encoding: .utf8) else { throw fail("it is not UTF-8 text") }
-  return try ConfigParser(googleAuthAvailable: googleAuthAvailable).parse(text: text, path: path)
+  return try ConfigParser().parse(text: text, path: path)
 }
 
 // MARK: - The state of one parse
@@ -81,7 +90,6 @@ struct CredentialInfo {
 struct ParseSession {
   let file: String
   let baseDir: String
-  let googleAuth: Bool
   var errors: [ConfigDiagnostic] = []
   var warnings: [ConfigDiagnostic] = []
   var config: ProxyConfig
@@ -95,9 +103,8 @@ struct ParseSession {
   var routeInfos: [RouteInfo] = []
   var credentialInfos: [String: CredentialInfo] = [:]
 
-  init(file: String, googleAuth: Bool) {
+  init(file: String) {
     self.file = file
-    self.googleAuth = googleAuth
     let dir = (file as NSString).deletingLastPathComponent
     self.baseDir = dir
     self.config = ProxyConfig(sourcePath: file)
