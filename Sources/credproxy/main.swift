@@ -35,10 +35,12 @@ let helpTexts: [String: String] = [
   Exit 0 when valid, 2 with `file:line:col: message` lines when not.
   """,
   "explain": """
-  usage: credproxy explain URL [--method M] [--config PATH]
+  usage: credproxy explain URL [--method M] [--mint] [--config PATH]
 
   Shows which route URL would take, where it would be sent and which credential would be added
   (by source, never by value), or why it would be refused. --method defaults to GET.
+  --mint        also mint (or reuse) the token URL would get and print its kind, credential,
+                scopes or audience, fingerprint and expiry (never the token); exit 1 if that fails
   """,
 ]
 
@@ -119,7 +121,7 @@ func fail(_ message: String, code: Int32) -> Never {
 
 func load(_ path: String) -> ProxyConfig {
   do {
-    return try loadConfig(path: path, googleAuthAvailable: true)
+    return try loadConfig(path: path)
   } catch let error as ConfigError {
     fail(error.description, code: 2)
   } catch {
@@ -166,7 +168,7 @@ func serve(_ options: Options) -> Never {
     if signal == SIGHUP {
       // A bad new config is rejected with its errors logged; the old one keeps serving.
       do {
-        let next = try loadConfig(path: options.config, googleAuthAvailable: true)
+        let next = try loadConfig(path: options.config)
         for note in try server.reload(config: next) { log("reload: \(note)") }
         shutdownTimeout = Double(next.shutdownTimeoutMs) / 1000
         log("reloaded \(options.config): \(next.routes.count) routes")

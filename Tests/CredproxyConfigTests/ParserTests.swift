@@ -239,16 +239,16 @@ final class ParserTests: XCTestCase {
       ])
   }
 
-  func testGoogleAuthNotAvailableYet() {
-    XCTAssertEqual(
-      diagnostics(
-        "route storage.googleapis.com {\n  auth OAuth2\n}\nroute x.run.app {\n  auth oidc audience url\n  auth-header X-Serverless-Authorization\n}\n"
-      ),
-      [
-        "proxy.conf:2:8: auth type OAuth2 is not available yet in this build; expected one of none, bearer, header, basic",
-        "proxy.conf:5:8: auth type OIDC is not available yet in this build; expected one of none, bearer, header, basic",
-      ])
-    // Credentials blocks still parse in such a build.
+  /// OAuth2 and OIDC are always available (the `googleAuthAvailable` flag is gone; the argument
+  /// is still accepted and ignored).
+  func testGoogleAuthAlwaysAvailable() throws {
+    let text =
+      "route storage.googleapis.com {\n  auth OAuth2\n}\nroute x.run.app {\n  auth oidc audience url\n  auth-header X-Serverless-Authorization\n}\n"
+    for google in [false, true] {
+      let c = try parse(text, google: google)
+      XCTAssertEqual(
+        c.routes.map(\.auth.typeName), ["OAuth2", "OIDC"], "googleAuthAvailable: \(google)")
+    }
     XCTAssertNoThrow(try parse("credentials default {\n  source metadata\n}\n", google: false))
   }
 
@@ -632,6 +632,6 @@ final class ParserTests: XCTestCase {
     let file = dir.appendingPathComponent("proxy.conf").path
     try fullExample.write(toFile: file, atomically: true, encoding: .utf8)
     XCTAssertEqual(try loadConfig(path: file, googleAuthAvailable: true).routes.count, 7)
-    XCTAssertThrowsError(try loadConfig(path: file, googleAuthAvailable: false))
+    XCTAssertEqual(try loadConfig(path: file).routes.count, 7)
   }
 }
