@@ -2,7 +2,7 @@
 /// router (`Router`) and the SSRF checks (`EgressPolicy.HostNormalizer`, the classifier).
 ///
 /// - ASCII letters are lowercased (only when there are any: no allocation otherwise); brackets
-///   and one trailing dot are dropped: `LOCALHOST.` is `localhost`, `[::1]` is `::1`.
+///   and trailing dots are dropped: `LOCALHOST.` is `localhost`, `[::1]` is `::1`.
 /// - Text with a `:` is an IPv6 address when it parses as one (a zone, `fe80::1%eth0` or
 ///   `%25eth0` as written in a URL, is accepted and dropped from `address`).
 /// - Text whose last label is numeric (`IPText.endsInNumber`, the one meaning of "numeric
@@ -19,9 +19,16 @@ public struct CanonicalHost: Sendable {
   public init(_ host: String) {
     var h = Substring(host)
     if h.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) { h = Substring(host.lowercased()) }
-    if h.utf8.count > 1 && h.utf8.last == 0x2E { h = h.dropLast() }
-    if h.utf8.first == 0x5B && h.utf8.last == 0x5D { h = h.dropFirst().dropLast() }
-    if h.utf8.count > 1 && h.utf8.last == 0x2E { h = h.dropLast() }
+    // Trailing dots and brackets, until nothing changes, so the form is a fixed point: `a..` and
+    // `[x.].` reach the same host as `a` and `x` would (a deny rule must not miss them).
+    while true {
+      let before = h.utf8.count
+      while h.utf8.count > 1 && h.utf8.last == 0x2E { h = h.dropLast() }
+      if h.utf8.count >= 2 && h.utf8.first == 0x5B && h.utf8.last == 0x5D {
+        h = h.dropFirst().dropLast()
+      }
+      if h.utf8.count == before { break }
+    }
     text = h
     if h.utf8.contains(0x3A) {
       address = IPAddress(h)
