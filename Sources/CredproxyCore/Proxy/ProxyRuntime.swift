@@ -48,6 +48,10 @@ final class ProxyRuntime: Sendable {
   let metrics: Metrics
   /// Used for requests that no route matches but report mode lets through: no credential.
   let reportPassthrough: PreparedRoute
+  /// Every secret value this config resolved: route secrets, client passwords and tokens, the
+  /// admin token, and the credentials' refresh tokens, client secrets and private keys. Only for
+  /// redacting untrusted text (`ErrorText`); never shown.
+  let secretValues: [String]
 
   init(config: ProxyConfig, environment: [String: String]) throws(SocketError) {
     self.config = config
@@ -73,6 +77,35 @@ final class ProxyRuntime: Sendable {
       caPath = nil
     }
     limits = HTTPLimits()
+    var secrets = clients.secretValues
+    for route in config.routes {
+      switch route.auth {
+      case .bearer(let secret), .header(_, let secret), .basic(_, let secret):
+        if let value = try? secret.resolve(environment: environment) { secrets.append(value) }
+      default:
+        break
+      }
+    }
+    if let value = try? config.admin?.token?.resolve(environment: environment) {
+      secrets.append(value)
+    }
+    for credential in credentials.values { secrets += Self.secrets(of: credential.source) }
+    secretValues = secrets
+  }
+
+  static func secrets(of source: MintingSource) -> [String] {
+    switch source {
+    case .serviceAccount(let signer):
+      return [signer.account.privateKeyPEM]
+    case .authorizedUser(let user):
+      return [user.refreshToken, user.clientSecret]
+    case .clientCredentials(_, _, let secret, _):
+      return [secret]
+    case .impersonate(_, _, _, let source):
+      return secrets(of: source.source)
+    case .metadata, .unavailable:
+      return []
+    }
   }
 
   static func prepare(
