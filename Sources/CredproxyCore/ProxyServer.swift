@@ -124,7 +124,7 @@ public final class ProxyServer: @unchecked Sendable {
   ) throws -> [String] {
     let next: ProxyRuntime
     do {
-      next = try ProxyRuntime(config: config, environment: environment)
+      next = try ProxyRuntime(config: config, environment: environment, previous: runtime)
     } catch {
       throw ServerError(message: error.description)
     }

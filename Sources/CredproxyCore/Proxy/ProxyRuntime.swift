@@ -41,7 +41,9 @@ final class ProxyRuntime: Sendable {
   let credentials: [String: MintingCredential]
   /// Who is calling (Proxy-Authorization or source address).
   let clients: ClientIdentifier
-  let rateLimiter = RateLimiter()
+  /// Views onto process-wide state (`previous`'s, on a reload): rate buckets, in-flight counts
+  /// and metrics live for the whole process.
+  let rateLimiter: RateLimiter
   let concurrency: ConcurrencyLimiter
   let ssrf = SSRFPolicy()
   let audit: AuditLog?
@@ -53,11 +55,23 @@ final class ProxyRuntime: Sendable {
   /// redacting untrusted text (`ErrorText`); never shown.
   let secretValues: [String]
 
-  init(config: ProxyConfig, environment: [String: String]) throws(SocketError) {
+  /// - Parameter previous: the runtime this one replaces (reload): its metrics and limiters' state
+  ///   carry over.
+  init(config: ProxyConfig, environment: [String: String], previous: ProxyRuntime? = nil)
+    throws(SocketError)
+  {
     self.config = config
     clients = ClientIdentifier(config: config, environment: environment)
-    concurrency = ConcurrencyLimiter(config: config)
-    metrics = Metrics(routeNames: config.routes.map(\.name))
+    let names = config.routes.map(\.name)
+    if let previous {
+      concurrency = previous.concurrency.reconfigured(config: config)
+      metrics = previous.metrics.reconfigured(routeNames: names)
+      rateLimiter = previous.rateLimiter.reconfigured(routeKeys: Metrics.routeLabels(names))
+    } else {
+      concurrency = ConcurrencyLimiter(config: config)
+      metrics = Metrics(routeNames: names)
+      rateLimiter = RateLimiter(routeKeys: Metrics.routeLabels(names))
+    }
     audit = try AuditLog(target: config.auditLog, logQueries: config.logQueries)
     reportPassthrough = PreparedRoute(
       route: Route(name: "(no route: report mode)", patterns: [], line: 0), auth: .none)
