@@ -35,6 +35,7 @@ public final class ProxyServer: @unchecked Sendable {
     runtime = first
     broker = TokenBroker()
     broker.metrics.withLock { $0 = first.metrics }
+    broker.secrets.withLock { $0 = first.secretValues }
     self.loopCount = max(1, loopCount)
     state = ProxyState(runtime: first, broker: broker, denials: denials)
   }
@@ -123,7 +124,7 @@ public final class ProxyServer: @unchecked Sendable {
   ) throws -> [String] {
     let next: ProxyRuntime
     do {
-      next = try ProxyRuntime(config: config, environment: environment)
+      next = try ProxyRuntime(config: config, environment: environment, previous: runtime)
     } catch {
       throw ServerError(message: error.description)
     }
@@ -141,6 +142,8 @@ public final class ProxyServer: @unchecked Sendable {
         "credentials changed, their cached tokens dropped: \(changed.sorted().joined(separator: ", "))"
       )
     }
+    // Mints that began under the old config may still fail with its secrets in their text.
+    broker.secrets.withLock { [old = runtime] in $0 = next.secretValues + old.secretValues }
     runtime = next
     state.runtime.withLock { $0 = next }
     broker.metrics.withLock { $0 = next.metrics }

@@ -98,6 +98,13 @@ public struct ClientIdentifier: Sendable {
   /// False when no clients are defined (everyone is anonymous).
   public var clientsDefined: Bool { !entries.isEmpty }
 
+  /// Every client password and token (for redacting them from untrusted text, never for display).
+  public var secretValues: [String] {
+    entries.flatMap { e in
+      [e.password, e.token].compactMap { $0.map { String(decoding: $0, as: UTF8.self) } }
+    }
+  }
+
   /// - Parameters:
   ///   - proxyAuthorization: the `Proxy-Authorization` header value, if the request had one.
   ///   - peer: the address the connection comes from.

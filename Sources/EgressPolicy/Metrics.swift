@@ -25,7 +25,8 @@ public final class Metrics: Sendable {
   public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
   private struct RequestKey: Hashable {
-    var route: Int
+    /// The route's label ("none" when no route matched): labels, not indexes, survive reloads.
+    var route: String
     var statusClass: UInt8
     var client: String?
   }
@@ -49,20 +50,44 @@ public final class Metrics: Sendable {
     let state = Mutex(ShardState())
   }
 
-  private let shards: [Shard]
+  /// What lives for the whole process: counters and gauges. Views (`reconfigured`) share it.
+  private final class Store: Sendable {
+    let shards: [Shard]
+    let openConnections = Atomic<Int>(0)
+    let openTunnels = Atomic<Int>(0)
+    init(shards: Int) { self.shards = (0..<max(1, shards)).map { _ in Shard() } }
+  }
+
+  private let store: Store
+  private var shards: [Shard] { store.shards }
   private let routeLabels: [String]
-  private let openConnections = Atomic<Int>(0)
-  private let openTunnels = Atomic<Int>(0)
+
+  /// The `route` label of each route by index: its name, with ` #N` when a name is used twice.
+  /// Also the key limiters use for a route's state across reloads.
+  public static func routeLabels(_ routeNames: [String]) -> [String] {
+    var seen: [String: Int] = [:]
+    for n in routeNames { seen[n, default: 0] += 1 }
+    return routeNames.enumerated().map { i, n in seen[n]! > 1 ? "\(n) #\(i + 1)" : n }
+  }
 
   /// - Parameters:
   ///   - routeNames: the `route` label of each route, by index (e.g. `config.routes.map(\.name)`);
   ///     a name used twice gets ` #N` appended.
   ///   - shards: counter shards; about the number of event-loop threads.
   public init(routeNames: [String], shards: Int = 4) {
-    var seen: [String: Int] = [:]
-    for n in routeNames { seen[n, default: 0] += 1 }
-    routeLabels = routeNames.enumerated().map { i, n in seen[n]! > 1 ? "\(n) #\(i + 1)" : n }
-    self.shards = (0..<max(1, shards)).map { _ in Shard() }
+    routeLabels = Self.routeLabels(routeNames)
+    store = Store(shards: shards)
+  }
+
+  private init(routeLabels: [String], store: Store) {
+    self.routeLabels = routeLabels
+    self.store = store
+  }
+
+  /// A view for a reloaded config: new route labels, the same counters and gauges (metrics live
+  /// for the whole process; a reload neither resets a counter nor unbalances a gauge).
+  public func reconfigured(routeNames: [String]) -> Metrics {
+    Metrics(routeLabels: Self.routeLabels(routeNames), store: store)
   }
 
   private var shard: Shard {
@@ -90,7 +115,10 @@ public final class Metrics: Sendable {
     bytesOut: UInt64
   ) {
     let cls: UInt8 = (100...599).contains(status) ? UInt8(status / 100) : 0
-    let key = RequestKey(route: routeIndex ?? -1, statusClass: cls, client: client)
+    let route =
+      routeIndex.map { $0 >= 0 && $0 < routeLabels.count ? routeLabels[$0] : "#\($0 + 1)" }
+      ?? "none"
+    let key = RequestKey(route: route, statusClass: cls, client: client)
     let d = durationSeconds.isFinite ? max(0, durationSeconds) : 0
     var bucket = Self.durationBuckets.count
     for (i, le) in Self.durationBuckets.enumerated() where d <= le {
@@ -107,10 +135,10 @@ public final class Metrics: Sendable {
     }
   }
 
-  public func connectionOpened() { openConnections.add(1, ordering: .relaxed) }
-  public func connectionClosed() { openConnections.subtract(1, ordering: .relaxed) }
-  public func tunnelOpened() { openTunnels.add(1, ordering: .relaxed) }
-  public func tunnelClosed() { openTunnels.subtract(1, ordering: .relaxed) }
+  public func connectionOpened() { store.openConnections.add(1, ordering: .relaxed) }
+  public func connectionClosed() { store.openConnections.subtract(1, ordering: .relaxed) }
+  public func tunnelOpened() { store.openTunnels.add(1, ordering: .relaxed) }
+  public func tunnelClosed() { store.openTunnels.subtract(1, ordering: .relaxed) }
 
   public func tokenMinted(credential: String) {
     shard.state.withLock { $0.mints[credential, default: 0] &+= 1 }
@@ -167,9 +195,7 @@ public final class Metrics: Sendable {
       "credproxy_requests_total", "counter",
       "Requests answered, by route, status class and client.")
     let requests = total.requests.map { (k, v) -> ([(String, String)], UInt64) in
-      let route =
-        k.route < 0
-        ? "none" : (k.route < routeLabels.count ? routeLabels[k.route] : "#\(k.route + 1)")
+      let route = k.route
       let cls = k.statusClass == 0 ? "other" : "\(k.statusClass)xx"
       return ([("route", route), ("status_class", cls), ("client", k.client ?? "")], v)
     }.sorted { $0.0.map { $0.1 }.lexicographicallyPrecedes($1.0.map { $0.1 }) }
@@ -195,9 +221,9 @@ public final class Metrics: Sendable {
     sample("credproxy_bytes_out_total", [], "\(total.bytesOut)")
 
     family("credproxy_open_connections", "gauge", "Caller connections open now.")
-    sample("credproxy_open_connections", [], "\(openConnections.load(ordering: .relaxed))")
+    sample("credproxy_open_connections", [], "\(store.openConnections.load(ordering: .relaxed))")
     family("credproxy_open_tunnels", "gauge", "CONNECT tunnels open now.")
-    sample("credproxy_open_tunnels", [], "\(openTunnels.load(ordering: .relaxed))")
+    sample("credproxy_open_tunnels", [], "\(store.openTunnels.load(ordering: .relaxed))")
 
     func labelled(_ name: String, _ help: String, _ label: String, _ values: [String: UInt64]) {
       family(name, "counter", help)

@@ -1,6 +1,24 @@
 import CredproxyConfig
 import Synchronization
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// Seconds on CLOCK_MONOTONIC: never jumps with the wall clock (NTP steps, `date -s`), so a
+/// limiter can be neither refilled nor starved by a clock change.
+public enum MonotonicClock {
+  public static func seconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+  }
+}
+
 public enum RateDecision: Sendable, Equatable {
   case allowed
   /// Answer 429 with `Retry-After: retryAfterSeconds` (at least 1).
@@ -13,10 +31,16 @@ public enum RateDecision: Sendable, Equatable {
 /// Memory is bounded: a bucket that has refilled completely is the same as no bucket, so such
 /// buckets are dropped when the table grows past `maxBuckets` or once a minute; if every bucket
 /// is still in use the least recently used go.
+///
+/// Buckets live for the whole process: a config reload makes a new view (`reconfigured`) onto the
+/// same buckets. A route's bucket is keyed by the route's key (its patterns as written, see
+/// `Metrics.routeLabels`), not its position, so a route that survives a reload keeps its buckets
+/// wherever it moved; a renamed or new route starts full. Time comes from `clock`
+/// (CLOCK_MONOTONIC unless a test gives another).
 public final class RateLimiter: Sendable {
   private struct Key: Hashable {
     var client: String?
-    var route: Int
+    var route: String
   }
 
   private struct Bucket {
@@ -36,11 +60,40 @@ public final class RateLimiter: Sendable {
     var lastSweep: Double = -.infinity
   }
 
-  private let state = Mutex(State())
-  public let maxBuckets: Int
+  private final class Shared: Sendable {
+    let state = Mutex(State())
+  }
 
-  public init(maxBuckets: Int = 65_536) {
+  private let shared: Shared
+  public let maxBuckets: Int
+  /// The route key of each route index in the config this view serves.
+  private let routeKeys: [String]
+  /// Seconds on a monotonic clock.
+  public let clock: @Sendable () -> Double
+
+  public convenience init(
+    maxBuckets: Int = 65_536, routeKeys: [String] = [],
+    clock: @escaping @Sendable () -> Double = MonotonicClock.seconds
+  ) {
+    self.init(shared: Shared(), maxBuckets: maxBuckets, routeKeys: routeKeys, clock: clock)
+  }
+
+  private init(
+    shared: Shared, maxBuckets: Int, routeKeys: [String], clock: @escaping @Sendable () -> Double
+  ) {
+    self.shared = shared
     self.maxBuckets = max(1, maxBuckets)
+    self.routeKeys = routeKeys
+    self.clock = clock
+  }
+
+  /// A view for a reloaded config with the same buckets and clock.
+  public func reconfigured(routeKeys: [String]) -> RateLimiter {
+    RateLimiter(shared: shared, maxBuckets: maxBuckets, routeKeys: routeKeys, clock: clock)
+  }
+
+  private func routeKey(_ index: Int) -> String {
+    index >= 0 && index < routeKeys.count ? routeKeys[index] : "#\(index)"
   }
 
   /// Takes one request from the bucket of (`client`, `route`).
@@ -53,10 +106,10 @@ public final class RateLimiter: Sendable {
   public func take(client: String?, route: Int, rate: Double, burst: Int, now: Double)
     -> RateDecision
   {
-    let key = Key(client: client, route: route)
+    let key = Key(client: client, route: routeKey(route))
     let burst = Double(max(1, burst))
     let rate = rate > 0 ? rate : .leastNonzeroMagnitude
-    return state.withLock { s in
+    return shared.state.withLock { s in
       var b =
         s.buckets[key] ?? Bucket(tokens: burst, last: now, rate: rate, burst: burst)
       b.tokens = min(burst, b.level(at: now))
@@ -85,8 +138,13 @@ public final class RateLimiter: Sendable {
     take(client: client, route: route, rate: limit.perSecond, burst: limit.burst, now: now)
   }
 
+  /// `take` with a route's `rate` setting, now on the limiter's clock.
+  public func take(client: String?, route: Int, limit: RateLimit) -> RateDecision {
+    take(client: client, route: route, limit: limit, now: clock())
+  }
+
   /// Buckets currently held (for tests and the status page).
-  public var bucketCount: Int { state.withLock { $0.buckets.count } }
+  public var bucketCount: Int { shared.state.withLock { $0.buckets.count } }
 
   private static func sweep(_ s: inout State, now: Double, maxBuckets: Int) {
     s.lastSweep = now

@@ -181,21 +181,7 @@ enum JSONReading {
 
 /// Text that is safe to put in a log line or error message: printable ASCII only, truncated.
 func sanitizedForMessage(_ text: String, limit: Int) -> String {
-  var out = ""
-  var count = 0
-  for scalar in text.unicodeScalars {
-    if count == limit {
-      out += "…"
-      break
-    }
-    if scalar.value >= 0x20 && scalar.value < 0x7F {
-      out.unicodeScalars.append(scalar)
-    } else {
-      out += "?"
-    }
-    count += 1
-  }
-  return out
+  ErrorText.sanitize(text, secrets: [], limit: limit)
 }
 
 /// RFC 3339 timestamps (`2026-01-01T00:00:00Z`, `2026-01-01T00:00:00.123456789+02:00`) to seconds

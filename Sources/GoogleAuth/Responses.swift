@@ -274,7 +274,8 @@ public enum TokenResponses {
     }
     return .classified(
       status: status, error: code.map { sanitizedForMessage($0, limit: 60) },
-      errorDescription: detail.map { sanitizedForMessage($0, limit: 300) }, source: source)
+      errorDescription: detail.map { sanitizedForMessage($0, limit: ErrorText.limit) },
+      source: source)
   }
 
   static func invalid(_ status: Int, _ detail: String, _ source: String) -> TokenEndpointError {

@@ -27,23 +27,45 @@ final class ProxyState: Sendable {
 
 /// The admin listener (`admin ADDR:PORT [token SECRET]`), on its own port so `/healthz` can never
 /// collide with a proxied path. One request per connection; loop 0 serves it.
+///
+/// Admin connections are held to fixed deadlines, checked on the loop's tick (a silent peer sends
+/// no events, so an event-driven check never fires): the whole request head within
+/// `headerDeadlineMs` of the accept, and no `idleDeadlineMs` without a byte read or written. At
+/// most `maxConnections` are open at once; past that a new connection is closed at once.
 final class AdminListener {
+  static let headerDeadlineMs: Int64 = 10_000
+  static let idleDeadlineMs: Int64 = 5_000
+  static let maxConnections = 64
+
   let state: ProxyState
   /// `Authorization: Bearer <token>` required when set.
   let token: String?
   unowned let loop: EventLoop
   private var acceptor: Listener?
+  fileprivate var connections: [ObjectIdentifier: AdminConnection] = [:]
 
   init(fd: Int32, state: ProxyState, token: String?, loop: EventLoop) {
     self.state = state
     self.token = token
     self.loop = loop
     let acceptor = Listener(fd: fd, loop: loop) { [unowned self] client, _ in
-      AdminConnection(fd: client, listener: self).start()
+      guard connections.count < Self.maxConnections else {
+        close(client)
+        return
+      }
+      let c = AdminConnection(fd: client, listener: self)
+      connections[ObjectIdentifier(c)] = c
+      c.start()
     }
     acceptor.start()
     self.acceptor = acceptor
+    loop.addTickHandler { [unowned self] now in
+      for c in Array(connections.values) { c.tick(nowMs: now) }
+    }
   }
+
+  /// Admin connections open now.
+  var connectionCount: Int { connections.count }
 }
 
 final class AdminConnection: EventHandler {
@@ -52,8 +74,10 @@ final class AdminConnection: EventHandler {
   private let input = ByteBuffer()
   private let output = ByteBuffer()
   private var parser = RequestHeadParser()
-  private var selfReference: AdminConnection?
   private let startedMs = EventLoop.nowMs()
+  private var lastActivityMs = EventLoop.nowMs()
+  private var headComplete = false
+  private var closed = false
 
   init(fd: Int32, listener: AdminListener) {
     self.fd = fd
@@ -61,22 +85,30 @@ final class AdminConnection: EventHandler {
   }
 
   func start() {
-    selfReference = self
     listener.loop.register(fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, handler: self)
+  }
+
+  /// Called on every tick: enforces the header and idle deadlines.
+  func tick(nowMs: Int64) {
+    if !headComplete && nowMs - startedMs > AdminListener.headerDeadlineMs { return finish() }
+    if nowMs - lastActivityMs > AdminListener.idleDeadlineMs { return finish() }
   }
 
   func handleEvents(fd: Int32, events: UInt32) {
     if events & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { return finish() }
     if events & EPOLLOUT.rawValue != 0 { return flush() }
+    if headComplete { return }
     let n = input.fill(max: 16 * 1024) { Glibc.read(fd, $0, $1) }
     if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) { return finish() }
-    if EventLoop.nowMs() - startedMs > 10_000 { return finish() }
+    if n > 0 { lastActivityMs = EventLoop.nowMs() }
     switch input.withReadableBytes({ parser.parse($0) }) {
     case .needMore:
       return
     case .failed(let e):
+      headComplete = true
       respond(status: e.status, type: "text/plain; charset=utf-8", body: e.reason + "\n")
     case .complete(let head, _):
+      headComplete = true
       answer(head)
     }
   }
@@ -128,6 +160,7 @@ final class AdminConnection: EventHandler {
   private func flush() {
     while !output.isEmpty {
       let n = output.drain { Glibc.write(fd, $0, $1) }
+      if n > 0 { lastActivityMs = EventLoop.nowMs() }
       if n < 0 && errno == EAGAIN {
         listener.loop.modify(fd, events: EPOLLOUT.rawValue)
         return
@@ -138,10 +171,11 @@ final class AdminConnection: EventHandler {
   }
 
   private func finish() {
-    guard selfReference != nil else { return }
+    guard !closed else { return }
+    closed = true
     listener.loop.unregister(fd)
     close(fd)
-    selfReference = nil
+    listener.connections[ObjectIdentifier(self)] = nil
   }
 }
 

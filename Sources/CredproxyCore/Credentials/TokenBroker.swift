@@ -51,6 +51,14 @@ final class TokenBroker: Sendable {
   let cache = TokenCache()
   /// The current config's metrics (replaced on reload).
   let metrics = Mutex<Metrics?>(nil)
+  /// Every secret value the config resolved (set at start and on reload, keeping the previous
+  /// config's too for mints that began under it): never echoed in a mint failure.
+  let secrets = Mutex<[String]>([])
+
+  /// A mint failure's text as it may be shown: through `ErrorText`, with the config's secrets.
+  func sanitized(_ text: String) -> String {
+    ErrorText.sanitize(text, secrets: secrets.withLock { $0 })
+  }
 
   static func now() -> Double { Date().timeIntervalSince1970 }
 
@@ -60,7 +68,7 @@ final class TokenBroker: Sendable {
     _ request: TokenRequest, context: LoopContext, makeWaiter: () -> TokenWaiter
   ) -> Acquired {
     if case .unavailable(let why) = request.credential.source {
-      return .unavailable("\(request.credentialLabel): \(why)")
+      return .unavailable("\(request.credentialLabel): \(sanitized(why))")
     }
     var found = cache.lookup(request.key, now: Self.now(), waiter: nil)
     if case .mustWait(let startMint) = found {
@@ -86,7 +94,11 @@ final class TokenBroker: Sendable {
     }
   }
 
-  func finish(_ request: TokenRequest, result: Result<MintedToken, TokenEndpointError>) {
+  func finish(_ request: TokenRequest, result raw: Result<MintedToken, TokenEndpointError>) {
+    // The one place a mint failure enters the cache (and from there the caller's error body,
+    // /status and /readyz) and the log: sanitised here.
+    let secrets = secrets.withLock { $0 }
+    let result = raw.mapError { $0.sanitized(secrets: secrets) }
     switch result {
     case .success(let token):
       metrics.withLock { $0 }?.tokenMinted(credential: request.credential.name)

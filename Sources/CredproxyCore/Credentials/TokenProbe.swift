@@ -48,6 +48,7 @@ public enum TokenProbe {
     }
 
     let broker = TokenBroker()
+    broker.secrets.withLock { $0 = runtime.secretValues }
     let loop = EventLoop(index: 0)
     let outcome = Mutex<Result<MintedToken, MintFailure>?>(nil)
     let done = DispatchSemaphore(value: 0)

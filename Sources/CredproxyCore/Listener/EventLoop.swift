@@ -38,6 +38,14 @@ final class EventLoop: @unchecked Sendable {
 
   /// Called on every tick with the loop's monotonic time in milliseconds.
   var onTick: ((Int64) -> Void)?
+  /// More tick callbacks (listeners, the admin server), called after `onTick` in the order added.
+  /// Deadlines hang off the tick, not off events: a silent peer produces no events.
+  private var tickHandlers: [(Int64) -> Void] = []
+
+  /// Adds `handler` to every tick, for as long as the loop runs (loop thread only).
+  func addTickHandler(_ handler: @escaping (Int64) -> Void) {
+    tickHandlers.append(handler)
+  }
   /// Called when the curl timer fires.
   var onCurlTimer: (() -> Void)?
 
@@ -197,7 +205,9 @@ final class EventLoop: @unchecked Sendable {
           runTasks()
         } else if fd == tickFD {
           drain(tickFD)
-          onTick?(EventLoop.nowMs())
+          let now = EventLoop.nowMs()
+          onTick?(now)
+          for handler in tickHandlers { handler(now) }
         } else if fd == curlTimerFD {
           drain(curlTimerFD)
           curlTimerFired()

@@ -70,7 +70,7 @@ extension ProxyConnection {
 
     if let routeIndex, let limit = route.rate,
       case .limited(let retryAfter) = runtime.rateLimiter.take(
-        client: record.client, route: routeIndex, limit: limit, now: TokenBroker.now())
+        client: record.client, route: routeIndex, limit: limit)
     {
       if enforcing {
         record.deny(.rateLimited)

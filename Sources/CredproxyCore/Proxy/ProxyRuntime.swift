@@ -41,19 +41,37 @@ final class ProxyRuntime: Sendable {
   let credentials: [String: MintingCredential]
   /// Who is calling (Proxy-Authorization or source address).
   let clients: ClientIdentifier
-  let rateLimiter = RateLimiter()
+  /// Views onto process-wide state (`previous`'s, on a reload): rate buckets, in-flight counts
+  /// and metrics live for the whole process.
+  let rateLimiter: RateLimiter
   let concurrency: ConcurrencyLimiter
   let ssrf = SSRFPolicy()
   let audit: AuditLog?
   let metrics: Metrics
   /// Used for requests that no route matches but report mode lets through: no credential.
   let reportPassthrough: PreparedRoute
+  /// Every secret value this config resolved: route secrets, client passwords and tokens, the
+  /// admin token, and the credentials' refresh tokens, client secrets and private keys. Only for
+  /// redacting untrusted text (`ErrorText`); never shown.
+  let secretValues: [String]
 
-  init(config: ProxyConfig, environment: [String: String]) throws(SocketError) {
+  /// - Parameter previous: the runtime this one replaces (reload): its metrics and limiters' state
+  ///   carry over.
+  init(config: ProxyConfig, environment: [String: String], previous: ProxyRuntime? = nil)
+    throws(SocketError)
+  {
     self.config = config
     clients = ClientIdentifier(config: config, environment: environment)
-    concurrency = ConcurrencyLimiter(config: config)
-    metrics = Metrics(routeNames: config.routes.map(\.name))
+    let names = config.routes.map(\.name)
+    if let previous {
+      concurrency = previous.concurrency.reconfigured(config: config)
+      metrics = previous.metrics.reconfigured(routeNames: names)
+      rateLimiter = previous.rateLimiter.reconfigured(routeKeys: Metrics.routeLabels(names))
+    } else {
+      concurrency = ConcurrencyLimiter(config: config)
+      metrics = Metrics(routeNames: names)
+      rateLimiter = RateLimiter(routeKeys: Metrics.routeLabels(names))
+    }
     audit = try AuditLog(target: config.auditLog, logQueries: config.logQueries)
     reportPassthrough = PreparedRoute(
       route: Route(name: "(no route: report mode)", patterns: [], line: 0), auth: .none)
@@ -73,6 +91,35 @@ final class ProxyRuntime: Sendable {
       caPath = nil
     }
     limits = HTTPLimits()
+    var secrets = clients.secretValues
+    for route in config.routes {
+      switch route.auth {
+      case .bearer(let secret), .header(_, let secret), .basic(_, let secret):
+        if let value = try? secret.resolve(environment: environment) { secrets.append(value) }
+      default:
+        break
+      }
+    }
+    if let value = try? config.admin?.token?.resolve(environment: environment) {
+      secrets.append(value)
+    }
+    for credential in credentials.values { secrets += Self.secrets(of: credential.source) }
+    secretValues = secrets
+  }
+
+  static func secrets(of source: MintingSource) -> [String] {
+    switch source {
+    case .serviceAccount(let signer):
+      return [signer.account.privateKeyPEM]
+    case .authorizedUser(let user):
+      return [user.refreshToken, user.clientSecret]
+    case .clientCredentials(_, _, let secret, _):
+      return [secret]
+    case .impersonate(_, _, _, let source):
+      return secrets(of: source.source)
+    case .metadata, .unavailable:
+      return []
+    }
   }
 
   static func prepare(

@@ -98,6 +98,8 @@ FAILURE_KINDS = frozenset(
         "error_200",  # 200 JSON carrying an "error" member
         "reset",  # close the connection with a TCP RST, no response
         "no_flavor",  # metadata only: a genuine answer but without the Metadata-Flavor header
+        "hostile",  # token endpoint only: 400 invalid_grant whose error_description is
+        # Behaviour.hostile_description (control characters, escapes, huge, secrets…)
     }
 )
 _STATUS_KIND = re.compile(r"^[1-5][0-9][0-9]$")
@@ -793,6 +795,7 @@ class Behaviour:
         self.timeout_hold = 30.0  # how long a "timeout" failure holds the request
         self.expires_in_as_string = False  # send "expires_in":"3599" (Google sometimes does)
         self.clock_offset = 0.0  # shifts the emulator's "now" when checking assertion iat/exp
+        self.hostile_description = ""  # the error_description of a "hostile" failure
         self.requests = 0
         self.mint_requests = 0
         self.mints = 0
@@ -850,6 +853,7 @@ class Behaviour:
             self.timeout_hold = 30.0
             self.expires_in_as_string = False
             self.clock_offset = 0.0
+            self.hostile_description = ""
             self.requests = self.mint_requests = self.mints = self.failures_served = 0
             self.max_inflight = self.inflight
 
@@ -1473,6 +1477,8 @@ class TokenServer(_EmulatorServer):
             return _json_response(
                 200, {"error": "invalid_grant", "error_description": "Emulated error in a 200 response."}, _NO_CACHE
             )
+        if kind == "hostile":
+            return _oauth_error(400, "invalid_grant", self.behaviour.hostile_description)
         raise ValueError(kind)
 
     # -- routing -------------------------------------------------------------------------------
