@@ -7,11 +7,14 @@ import Glibc
 import Synchronization
 
 /// The running proxy: binds the listeners, starts one event loop thread per core, and stops them.
-public final class ProxyServer: @unchecked Sendable {
+/// Driven from one thread (the CLI's main thread: start, reload on SIGHUP, drain on SIGTERM); it
+/// reaches each loop's state only through `EventLoop.execute`.
+public final class ProxyServer {
   private var runtime: ProxyRuntime
   let broker: TokenBroker
   let denials = DenialLog()
   private var contexts: [LoopBound<LoopContext>] = []
+  private var openCounts: [OpenConnectionCount] = []
   private let loopCount: Int
   private var loops: [EventLoop] = []
   private let finished = DispatchGroup()
@@ -97,13 +100,18 @@ public final class ProxyServer: @unchecked Sendable {
       loops.append(loop)
       if i == 0, let adminSocket {
         admin = LoopBound(
-          AdminListener(fd: adminSocket.fd, state: state, token: adminSocket.token, loop: loop))
+          AdminListener(fd: adminSocket.fd, state: state, token: adminSocket.token, loop: loop),
+          loop: loop)
       }
       // Built here, before its thread starts; from then on only that thread touches it (reload
       // and drain reach it through `loop.execute`).
+      let open = OpenConnectionCount()
+      openCounts.append(open)
       let context = LoopBound(
         LoopContext(
-          loop: loop, runtime: runtime, broker: broker, denials: denials, listenFDs: perLoop[i]))
+          loop: loop, runtime: runtime, broker: broker, denials: denials, listenFDs: perLoop[i],
+          openConnections: open),
+        loop: loop)
       contexts.append(context)
       finished.enter()
       let thread = Thread { [finished] in
@@ -142,14 +150,14 @@ public final class ProxyServer: @unchecked Sendable {
         "credentials changed, their cached tokens dropped: \(changed.sorted().joined(separator: ", "))"
       )
     }
+    if config.admin != runtime.config.admin {
+      notes.append("admin listener changes take effect after a restart")
+    }
     // Mints that began under the old config may still fail with its secrets in their text.
     broker.secrets.withLock { [old = runtime] in $0 = next.secretValues + old.secretValues }
     runtime = next
     state.runtime.withLock { $0 = next }
     broker.metrics.withLock { $0 = next.metrics }
-    if config.admin != runtime.config.admin {
-      notes.append("admin listener changes take effect after a restart")
-    }
     for (loop, context) in zip(loops, contexts) {
       loop.execute { context.value.runtime = next }
     }
@@ -166,7 +174,7 @@ public final class ProxyServer: @unchecked Sendable {
     let until = Date().addingTimeInterval(seconds)
     var open = 0
     repeat {
-      open = contexts.reduce(0) { $0 + $1.value.openConnections.withLock { $0 } }
+      open = openCounts.reduce(0) { $0 + $1.value }
       if open == 0 { break }
       usleep(50_000)
     } while Date() < until

@@ -112,7 +112,7 @@ final class MintOperation {
       // First the source credential's own cloud-platform token (cached and single-flight too).
       let sourceRequest = TokenRequest(credential: sourceCredential, scopes: [Scopes.cloudPlatform])
       let loop = context.loop
-      let resume = LoopBound { (result: Result<MintedToken, MintFailure>) in
+      let resume = LoopBound(loop: loop) { (result: Result<MintedToken, MintFailure>) in
         switch result {
         case .failure(let failure):
           done(
@@ -174,11 +174,4 @@ final class MintOperation {
       }
     }
   }
-}
-
-/// Carries a loop-confined value through a `@Sendable` closure. Sound only when the value is used
-/// on the loop that owns it, which `EventLoop.execute` guarantees.
-struct LoopBound<Value>: @unchecked Sendable {
-  let value: Value
-  init(_ value: Value) { self.value = value }
 }

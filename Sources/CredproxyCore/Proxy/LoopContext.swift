@@ -22,8 +22,10 @@ final class LoopContext {
 
   init(
     loop: EventLoop, runtime: ProxyRuntime, broker: TokenBroker, denials: DenialLog,
-    listenFDs: [(fd: Int32, tls: TLSServerContext?)]
+    listenFDs: [(fd: Int32, tls: TLSServerContext?)],
+    openConnections: OpenConnectionCount = OpenConnectionCount()
   ) {
+    self.openConnections = openConnections
     self.loop = loop
     self.runtime = runtime
     self.broker = broker
@@ -68,8 +70,9 @@ final class LoopContext {
     for c in Array(connections.values) where !c.closed { c.drain() }
   }
 
-  /// Connections still open (the main thread waits for this to reach zero when draining).
-  let openConnections = Mutex<Int>(0)
+  /// Connections still open, readable from any thread (the main thread waits for this to reach
+  /// zero when draining).
+  let openConnections: OpenConnectionCount
 
   func accept(_ fd: Int32, address: sockaddr_storage, tls: TLSServerContext?) {
     var storage = address
@@ -80,7 +83,7 @@ final class LoopContext {
       fd: fd, clientAddress: Socket.describe(address), peer: peer, tls: tls, context: self)
     runtime.metrics.connectionOpened()
     connections[ObjectIdentifier(c)] = c
-    openConnections.withLock { $0 = connections.count }
+    openConnections.set(connections.count)
     c.start()
     if draining { c.drain() }
   }
@@ -88,13 +91,13 @@ final class LoopContext {
   func connectionClosed(_ c: ProxyConnection) {
     connections.removeValue(forKey: ObjectIdentifier(c))
     runtime.metrics.connectionClosed()
-    openConnections.withLock { $0 = connections.count }
+    openConnections.set(connections.count)
   }
 
   /// Runs `work` on this loop once the current callbacks have returned (curl must not be
   /// re-entered from inside its own callbacks).
   func afterDispatch(_ work: @escaping () -> Void) {
-    let bound = LoopBound(work)
+    let bound = LoopBound(work, loop: loop)
     loop.execute { bound.value() }
   }
 
@@ -126,4 +129,11 @@ final class LoopContext {
     }
     for c in Array(connections.values) where !c.closed { c.tick(nowMs: now) }
   }
+}
+
+/// How many client connections one loop has open: written by the loop, read by the main thread.
+final class OpenConnectionCount: Sendable {
+  private let count = Mutex<Int>(0)
+  func set(_ n: Int) { count.withLock { $0 = n } }
+  var value: Int { count.withLock { $0 } }
 }

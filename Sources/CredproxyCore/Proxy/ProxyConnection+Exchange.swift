@@ -13,7 +13,7 @@ extension ProxyConnection {
   /// connection waits without blocking the loop), or never (503 naming credential and cause).
   func acquireToken(_ forward: Forward, request: TokenRequest, header: String) {
     let loop = context.loop
-    let me = LoopBound(self)
+    let me = LoopBound(self, loop: loop)
     let acquired = context.broker.acquire(request, context: context) {
       { result in
         loop.execute {

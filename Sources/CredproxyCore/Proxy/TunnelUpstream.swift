@@ -40,8 +40,8 @@ final class TunnelUpstream: EventHandler {
     host: String, port: Int,
     vet: @escaping @Sendable (sockaddr_storage) -> DialVerdict
   ) {
-    let bound = LoopBound(self)
     let loop = self.loop
+    let bound = LoopBound(self, loop: loop)
     DispatchQueue.global().async {
       let result = Self.resolve(host: host, port: port)
       let vetted: Result<sockaddr_storage, TunnelFailure>
@@ -60,7 +60,7 @@ final class TunnelUpstream: EventHandler {
           vetted = .failure(.blocked("\(host) resolves to \(shown), which this route may not dial"))
         }
       }
-      let answer = LoopBound(vetted)
+      let answer = LoopBound(vetted, loop: loop)
       let wasReported = reported
       loop.execute {
         bound.value.dialledDespiteRefusal = wasReported

@@ -53,7 +53,7 @@ final class CurlMulti: EventHandler {
     guard !transfer.setupFailed, curl_multi_add_handle(multi, transfer.easy) == CURLM_OK else {
       // Reported on the next turn of the loop, never from inside the caller's own call.
       transfer.isActive = false
-      let failed = LoopBound((multi: self, transfer: transfer))
+      let failed = LoopBound((multi: self, transfer: transfer), loop: loop)
       loop.execute {
         failed.value.transfer.finish(CURLE_FAILED_INIT)
         failed.value.multi.recycle(failed.value.transfer)
