@@ -1,4 +1,5 @@
 import Synchronization
+import Wire
 
 /// The most recent denials (default 50), for the status page. Thread-safe; recording is O(1).
 public final class DenialLog: Sendable {
@@ -15,6 +16,10 @@ public final class DenialLog: Sendable {
       self.client = client
       self.host = host
       self.reason = reason
+    }
+
+    public init(time: Double, client: String?, host: String, code: ErrorCode) {
+      self.init(time: time, client: client, host: host, reason: code.rawValue)
     }
   }
 

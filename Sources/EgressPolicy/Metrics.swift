@@ -1,4 +1,5 @@
 import Synchronization
+import Wire
 
 #if canImport(Glibc)
   import Glibc
@@ -157,6 +158,12 @@ public final class Metrics: Sendable {
   public func denial(reason: String) {
     shard.state.withLock { $0.denials[reason, default: 0] &+= 1 }
   }
+
+  /// A request refused (or, in report mode, let through) for `code`.
+  public func denial(_ code: ErrorCode) { denial(reason: code.rawValue) }
+
+  /// An upstream failure, counted under its code (`upstream_tls`, …).
+  public func upstreamError(_ code: ErrorCode) { upstreamError(kind: code.rawValue) }
 
   // MARK: Exposition
 

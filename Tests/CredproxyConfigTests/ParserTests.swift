@@ -82,7 +82,7 @@ let fullExample = """
   """
 
 func parse(_ text: String, google: Bool = true) throws -> ProxyConfig {
-  try ConfigParser.parse(text: text, path: "proxy.conf", googleAuthAvailable: google)
+  try ConfigParser.parse(text: text, path: "proxy.conf")
 }
 
 /// The diagnostics of a config that must not load.
@@ -92,7 +92,7 @@ func diagnostics(
   -> [String]
 {
   do {
-    _ = try ConfigParser.parse(text: text, path: "proxy.conf", googleAuthAvailable: google)
+    _ = try ConfigParser.parse(text: text, path: "proxy.conf")
     XCTFail("expected a ConfigError", file: file, line: line)
     return []
   } catch let e as ConfigError {
@@ -239,8 +239,7 @@ final class ParserTests: XCTestCase {
       ])
   }
 
-  /// OAuth2 and OIDC are always available (the `googleAuthAvailable` flag is gone; the argument
-  /// is still accepted and ignored).
+  /// OAuth2 and OIDC are always available (there is no build without them).
   func testGoogleAuthAlwaysAvailable() throws {
     let text =
       "route storage.googleapis.com {\n  auth OAuth2\n}\nroute x.run.app {\n  auth oidc audience url\n  auth-header X-Serverless-Authorization\n}\n"
@@ -615,7 +614,7 @@ final class ParserTests: XCTestCase {
 
   func testLoadConfig() throws {
     XCTAssertThrowsError(
-      try loadConfig(path: "/nonexistent/proxy.conf", googleAuthAvailable: false)
+      try loadConfig(path: "/nonexistent/proxy.conf")
     ) { e in
       let d = (e as? ConfigError)?.diagnostics ?? []
       XCTAssertEqual(d.count, 1)
@@ -631,7 +630,7 @@ final class ParserTests: XCTestCase {
     defer { try? FileManager.default.removeItem(at: dir) }
     let file = dir.appendingPathComponent("proxy.conf").path
     try fullExample.write(toFile: file, atomically: true, encoding: .utf8)
-    XCTAssertEqual(try loadConfig(path: file, googleAuthAvailable: true).routes.count, 7)
+    XCTAssertEqual(try loadConfig(path: file).routes.count, 7)
     XCTAssertEqual(try loadConfig(path: file).routes.count, 7)
   }
 }

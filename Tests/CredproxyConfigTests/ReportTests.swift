@@ -33,7 +33,7 @@ final class ReportTests: XCTestCase {
           route evil.example.com {
             deny
           }
-          """, path: "proxy.conf", googleAuthAvailable: true)
+          """, path: "proxy.conf")
     }
   }
 

@@ -5,7 +5,7 @@ import XCTest
 
 final class RouterTests: XCTestCase {
   func router(_ text: String) throws -> Router {
-    Router(routes: try ConfigParser.parse(text: text, googleAuthAvailable: true).routes)
+    Router(routes: try ConfigParser.parse(text: text).routes)
   }
 
   /// "forward #n", or "status code".

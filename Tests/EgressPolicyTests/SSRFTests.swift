@@ -4,7 +4,7 @@ import XCTest
 
 final class SSRFTests: XCTestCase {
   func routes(_ text: String) throws -> [Route] {
-    try ConfigParser.parse(text: text, googleAuthAvailable: true).routes
+    try ConfigParser.parse(text: text).routes
   }
 
   func ip(_ s: String) -> IPAddress { IPAddress(s)! }

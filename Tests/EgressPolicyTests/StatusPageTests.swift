@@ -30,7 +30,7 @@ final class StatusPageTests: XCTestCase {
         credentials ci {
           source metadata
         }
-        """, googleAuthAvailable: true)
+        """)
     let rows = StatusPage.rows(for: config)
     XCTAssertEqual(rows.count, 4)
     XCTAssertEqual(

@@ -14,38 +14,34 @@ import FuzzSupport
 func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
   let text = String(decoding: fuzzBytes(data, size), as: UTF8.self)
   let lineLengths = scalarLineLengths(text)
-  for googleAuth in [false, true] {
-    let first = diagnostics(text, googleAuth: googleAuth)
-    for d in first.errors + first.warnings {
-      fuzzCheck(
-        d.line >= 1 && d.line <= lineLengths.count && d.column >= 1
-          && d.column <= lineLengths[d.line - 1] + 1,
-        """
-        diagnostic outside the input (\(lineLengths.count) lines): \(d)
-        input: \(escaped(Array(text.utf8)))
-        """)
-    }
-    // The rest with Google auth available only (the paths are a superset), for speed.
-    guard googleAuth else { continue }
-    let second = diagnostics(text, googleAuth: googleAuth)
+  let first = diagnostics(text)
+  for d in first.errors + first.warnings {
     fuzzCheck(
-      first == second,
+      d.line >= 1 && d.line <= lineLengths.count && d.column >= 1
+        && d.column <= lineLengths[d.line - 1] + 1,
       """
-      parsing the same text twice differs
+      diagnostic outside the input (\(lineLengths.count) lines): \(d)
       input: \(escaped(Array(text.utf8)))
-      first:  \(first)
-      second: \(second)
-      """)
-    let commented = diagnostics(text + "\n# a comment\n", googleAuth: googleAuth)
-    fuzzCheck(
-      first == commented,
-      """
-      a comment line at the end changes the diagnostics
-      input: \(escaped(Array(text.utf8)))
-      without: \(first)
-      with:    \(commented)
       """)
   }
+  let second = diagnostics(text)
+  fuzzCheck(
+    first == second,
+    """
+    parsing the same text twice differs
+    input: \(escaped(Array(text.utf8)))
+    first:  \(first)
+    second: \(second)
+    """)
+  let commented = diagnostics(text + "\n# a comment\n")
+  fuzzCheck(
+    first == commented,
+    """
+    a comment line at the end changes the diagnostics
+    input: \(escaped(Array(text.utf8)))
+    without: \(first)
+    with:    \(commented)
+    """)
   return 0
 }
 
@@ -54,10 +50,9 @@ struct Diagnostics: Equatable {
   var warnings: [ConfigDiagnostic] = []
 }
 
-func diagnostics(_ text: String, googleAuth: Bool) -> Diagnostics {
+func diagnostics(_ text: String) -> Diagnostics {
   do {
-    let config = try ConfigParser.parse(
-      text: text, path: "/fuzz/proxy.conf", googleAuthAvailable: googleAuth)
+    let config = try ConfigParser.parse(text: text, path: "/fuzz/proxy.conf")
     return Diagnostics(warnings: config.warnings)
   } catch let error as ConfigError {
     fuzzCheck(!error.diagnostics.isEmpty, "ConfigError without diagnostics")

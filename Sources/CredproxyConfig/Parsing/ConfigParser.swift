@@ -10,9 +10,6 @@ import Foundation
 public struct ConfigParser: Sendable {
   public init() {}
 
-  /// Source compatibility: OAuth2 and OIDC are always available; the argument is ignored.
-  public init(googleAuthAvailable: Bool) {}
-
   /// Parses config text. `path` is used in messages and to resolve relative paths.
   /// - Throws: `ConfigError`.
   public func parse(text: String, path: String) throws -> ProxyConfig {
@@ -25,19 +22,6 @@ public struct ConfigParser: Sendable {
   public static func parse(text: String, path: String = "proxy.conf") throws -> ProxyConfig {
     try ConfigParser().parse(text: text, path: path)
   }
-
-  /// Source compatibility: OAuth2 and OIDC are always available; `googleAuthAvailable` is
-  /// ignored.
-  public static func parse(
-    text: String, path: String = "proxy.conf", googleAuthAvailable: Bool
-  ) throws -> ProxyConfig {
-    try parse(text: text, path: path)
-  }
-}
-
-/// Source compatibility: OAuth2 and OIDC are always available; `googleAuthAvailable` is ignored.
-public func loadConfig(path: String, googleAuthAvailable: Bool) throws -> ProxyConfig {
-  try loadConfig(path: path)
 }
 
 /// Reads and parses the config file at `path`.

@@ -6,6 +6,7 @@ import Glibc
 import GoogleAuth
 import HTTP1
 import Synchronization
+import Wire
 
 /// What the admin endpoints read, shared by the main thread (reload, drain) and loop 0 (admin).
 final class ProxyState: Sendable {
@@ -116,7 +117,8 @@ final class AdminConnection: EventHandler {
   private func answer(_ head: RequestHead) {
     if let token = listener.token {
       let given = head.headers.first { HeaderPolicy.nameIs($0.name, "authorization") }?.value
-      guard let given, constantTimeEquals(given, "Bearer " + token) else {
+      // The secret first: the compare's time depends only on the token's length.
+      guard let given, ConstantTime.equal("Bearer " + token, given) else {
         return respond(
           status: 401, type: "text/plain; charset=utf-8", body: "admin token required\n",
           extra: [HeaderField(name: "WWW-Authenticate", value: "Bearer realm=\"credproxy-admin\"")])
@@ -180,16 +182,6 @@ final class AdminConnection: EventHandler {
 }
 
 /// Equal strings, compared without an early exit (the admin token must not leak by timing).
-func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-  let x = Array(a.utf8)
-  let y = Array(b.utf8)
-  var diff = UInt8(x.count == y.count ? 0 : 1)
-  for i in 0..<max(x.count, y.count) {
-    diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
-  }
-  return diff == 0
-}
-
 /// The text of `/readyz` and `/status`. Names, sources and fingerprints only: never a secret.
 enum AdminPages {
   static func readiness(_ state: ProxyState) -> (Bool, String) {

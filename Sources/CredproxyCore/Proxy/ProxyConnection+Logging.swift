@@ -31,13 +31,13 @@ extension ProxyConnection {
       reason = error
     }
     if decision != .allow, let reason {
-      runtime.metrics.denial(reason: reason.rawValue)
+      runtime.metrics.denial(reason)
       context.denials.record(
         DenialLog.Entry(
-          time: TokenBroker.now(), client: log.client, host: log.host, reason: reason.rawValue))
+          time: TokenBroker.now(), client: log.client, host: log.host, code: reason))
     }
     if let error, error.isUpstreamFailure {
-      runtime.metrics.upstreamError(kind: error.rawValue)
+      runtime.metrics.upstreamError(error)
     }
     runtime.audit?.write(
       AuditRecord(
