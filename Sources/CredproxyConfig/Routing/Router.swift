@@ -89,7 +89,7 @@ public struct Router: Sendable {
     decideTunnel(host: host, port: port, check: .client(client))
   }
 
-  private enum ClientCheck {
+  fileprivate enum ClientCheck {
     case skip
     case client(String?)
   }
@@ -112,12 +112,7 @@ public struct Router: Sendable {
       }
       guard hit else { continue }
       let match = RouteMatch(route: r.route, index: r.index)
-      if r.route.deny {
-        return .refuse(code: .denied, reason: r.denyReason, route: match)
-      }
-      if case .client(let client) = check, !r.route.allows(client: client) {
-        return r.clientRefusal(client, match)
-      }
+      if let refusal = r.refusal(match, check) { return refusal }
       if let methods = r.route.methods, !methods.contains(method) {
         return .refuse(
           code: .methodNotAllowed,
@@ -139,12 +134,7 @@ public struct Router: Sendable {
       }
       guard hit else { continue }
       let match = RouteMatch(route: r.route, index: r.index)
-      if r.route.deny {
-        return .refuse(code: .denied, reason: r.denyReason, route: match)
-      }
-      if case .client(let client) = check, !r.route.allows(client: client) {
-        return r.clientRefusal(client, match)
-      }
+      if let refusal = r.refusal(match, check) { return refusal }
       guard r.route.tunnel else {
         return .refuse(
           code: .tunnelDenied,
@@ -199,6 +189,16 @@ private struct CompiledRoute: Sendable {
     self.denyReason = "denied by \(label)"
     let allowed = (route.methods ?? []).sorted().joined(separator: ", ")
     self.methodReason = "is not allowed by \(label); allowed: \(allowed)"
+  }
+
+  /// What every matched route checks first, for requests and tunnels alike: `deny`, then the
+  /// allow list (403 `client_not_allowed`).
+  func refusal(_ match: RouteMatch, _ check: Router.ClientCheck) -> RoutingDecision? {
+    if route.deny { return .refuse(code: .denied, reason: denyReason, route: match) }
+    if case .client(let client) = check, !route.allows(client: client) {
+      return clientRefusal(client, match)
+    }
+    return nil
   }
 
   /// 403 `client_not_allowed`. The reason does not list the clients that are allowed.
