@@ -227,6 +227,9 @@ public struct Route: Sendable {
   public var maxConcurrent: Int?
   /// `tunnel`: CONNECT to the route's host and port is allowed (end-to-end; no auth injected).
   public var tunnel: Bool = false
+  /// `intercept`: CONNECT to the route's hosts is terminated with a leaf from the local CA, and
+  /// the requests inside go through the same pipeline as plain ones.
+  public var intercept: Bool = false
   /// `allow-private`: the route may dial private, loopback and link-local addresses.
   public var allowPrivate: Bool = false
   /// `mode report|enforce`; nil: the top-level mode (`ProxyConfig.effectiveMode`).

@@ -38,6 +38,9 @@ public struct AuditRecord: Sendable, Equatable {
   public var bytesIn: UInt64
   public var bytesOut: UInt64
   public var durationMs: Double
+  /// `intercept` for a request read inside an intercepted CONNECT tunnel; nil otherwise (and
+  /// then not written).
+  public var via: String?
 
   public init(
     time: Double, client: String? = nil, source: String, method: String, scheme: String,
@@ -107,6 +110,7 @@ public struct AuditFormatter: Sendable {
     string("source", r.source)
     string("method", r.method)
     string("scheme", r.scheme)
+    if let via = r.via { string("via", via) }
     string("host", r.host)
     int("port", r.port)
     string("path", r.path)

@@ -19,6 +19,7 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
   case methodNotAllowed = "method_not_allowed"
   case clientNotAllowed = "client_not_allowed"
   case tunnelDenied = "tunnel_denied"
+  case misdirected
   case blockedAddress = "blocked_address"
   case insecureUpstream = "insecure_upstream"
   case proxyAuthRequired = "proxy_auth_required"
@@ -53,6 +54,7 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
     case .noRoute, .denied, .clientNotAllowed, .tunnelDenied, .blockedAddress, .insecureUpstream:
       return 403
     case .methodNotAllowed: return 405
+    case .misdirected: return 421
     case .proxyAuthRequired: return 407
     case .rateLimited: return 429
     case .tooManyConcurrent, .credentialUnavailable, .tokenUnavailable: return 503
@@ -79,7 +81,9 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
     case .denied: return "a deny route matched"
     case .methodNotAllowed: return "method not in the route's methods"
     case .clientNotAllowed: return "the route's allow list does not name this client"
-    case .tunnelDenied: return "CONNECT without a tunnel route"
+    case .tunnelDenied: return "CONNECT without a tunnel or intercept route"
+    case .misdirected:
+      return "inside an intercepted tunnel, a request for another host than the CONNECT named"
     case .blockedAddress: return "the SSRF guard refused the address the request would be sent to"
     case .insecureUpstream:
       return "a minted token would go over plain http on a connection that is not loopback"

@@ -492,13 +492,13 @@ final class PolicyConfigTests: XCTestCase {
     else { return XCTFail() }
     XCTAssertEqual(
       reason,
-      "CONNECT to \"api.example.com:8080\" is not allowed: route #4 api.example.com (line 14) has no tunnel"
+      "CONNECT to \"api.example.com:8080\" is not allowed: route #4 api.example.com (line 14) has neither tunnel nor intercept"
     )
     XCTAssertEqual(match?.number, 4)
     guard case .refuse(_, let r2, nil) = r.decideTunnel(host: "::2", port: 443) else {
       return XCTFail()
     }
-    XCTAssertEqual(r2, "no route allows a tunnel to \"[::2]:443\": credproxy is deny-by-default")
+    XCTAssertEqual(r2, "no intercept or tunnel route for \"[::2]:443\": credproxy is deny-by-default")
   }
 
   func testDecideWithClient() throws {

@@ -135,11 +135,11 @@ public struct Router: Sendable {
       guard hit else { continue }
       let match = RouteMatch(route: r.route, index: r.index)
       if let refusal = r.refusal(match, check) { return refusal }
-      guard r.route.tunnel else {
+      guard r.route.tunnel || r.route.intercept else {
         return .refuse(
           code: .tunnelDenied,
           reason:
-            "CONNECT to \(Self.quoted(key.authority(port))) is not allowed: \(r.label) has no tunnel",
+            "CONNECT to \(Self.quoted(key.authority(port))) is not allowed: \(r.label) has neither tunnel nor intercept",
           route: match)
       }
       return .forward(match)
@@ -147,7 +147,7 @@ public struct Router: Sendable {
     return .refuse(
       code: .tunnelDenied,
       reason:
-        "no route allows a tunnel to \(Self.quoted(key.authority(port))): credproxy is deny-by-default",
+        "no intercept or tunnel route for \(Self.quoted(key.authority(port))): credproxy is deny-by-default",
       route: nil)
   }
 

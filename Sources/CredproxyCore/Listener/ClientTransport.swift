@@ -17,6 +17,11 @@ enum IOResult {
 final class TLSServerContext: @unchecked Sendable {
   let ctx: OpaquePointer
 
+  /// Takes ownership of a configured context (an intercepted host's leaf, from the local CA).
+  init(owning ctx: OpaquePointer) {
+    self.ctx = ctx
+  }
+
   init(certFile: String, keyFile: String) throws(SocketError) {
     guard let ctx = SSL_CTX_new(TLS_server_method()) else {
       throw SocketError("TLS: cannot create a context", errno: EINVAL)
@@ -54,6 +59,10 @@ final class TLSServerContext: @unchecked Sendable {
 final class ClientTransport {
   let fd: Int32
   private var ssl: OpaquePointer?
+  /// The host an intercepted connection's SNI must name (the SSL's app data points here).
+  private var expectedServerName: UnsafeMutablePointer<CChar>?
+  /// Keeps an intercepted host's context alive as long as the SSL made from it.
+  private var interceptContext: TLSServerContext?
 
   init(fd: Int32, tls: TLSServerContext?) {
     self.fd = fd
@@ -66,6 +75,24 @@ final class ClientTransport {
 
   deinit {
     if let ssl { SSL_free(ssl) }
+    free(expectedServerName)
+  }
+
+  /// After `CONNECT` on an intercept route and its `200`, the rest of the connection is TLS that
+  /// credproxy terminates with `context` (the target's leaf). The handshake runs inside the next
+  /// reads and writes; an SNI other than `serverName` fails it.
+  func startTLS(_ context: TLSServerContext, serverName: String) -> Bool {
+    guard ssl == nil, let ssl = SSL_new(context.ctx) else { return false }
+    guard SSL_set_fd(ssl, fd) == 1 else {
+      SSL_free(ssl)
+      return false
+    }
+    expectedServerName = strdup(serverName)
+    cp_ssl_set_app_data(ssl, expectedServerName)
+    SSL_set_accept_state(ssl)
+    self.ssl = ssl
+    interceptContext = context
+    return true
   }
 
   var isTLS: Bool { ssl != nil }

@@ -46,6 +46,7 @@ final class AccessLog: Sendable {
         "\(time) \(client) \"\(r.method) \(r.host) \(r.path)\" route=\(r.route) status=\(status)"
         + " in=\(bytesIn) out=\(bytesOut) dur_ms=\(durationMs)"
       if let e = error { line += " error=\(e)" }
+      if let via = r.via { line += " via=\(via)" }
     case .json:
       line =
         "{\"time\":\(JSONText.quoted(time)),\"client\":\(JSONText.quoted(client)),"
@@ -54,6 +55,7 @@ final class AccessLog: Sendable {
         + "\"status\":\(status),\"bytes_in\":\(bytesIn),\"bytes_out\":\(bytesOut),"
         + "\"duration_ms\":\(durationMs)"
       if let e = error { line += ",\"error\":\(JSONText.quoted(e.rawValue))" }
+      if let via = r.via { line += ",\"via\":\(JSONText.quoted(via))" }
       line += "}"
     }
     line += "\n"

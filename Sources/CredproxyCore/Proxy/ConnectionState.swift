@@ -1,4 +1,5 @@
 import CredproxyConfig
+import HTTP1
 
 /// What a client connection is doing, as one value: what each state owns travels with it, so
 /// impossible combinations (an exchange while tunnelling, a tunnel log without a tunnel, a
@@ -79,5 +80,23 @@ final class Tunnel {
     self.log = log
     self.dialStartedMs = dialStartedMs
     self.connectTimeoutMs = connectTimeoutMs
+  }
+}
+
+/// A CONNECT on an `intercept` route, for the rest of the connection: the target every inner
+/// request must name, and who the caller is (identified once, by the CONNECT).
+struct InterceptSession {
+  /// Canonical host (lowercase, IPv6 without brackets) and port of the CONNECT.
+  let host: String
+  let port: Int
+  let isIPv6: Bool
+  /// The client the CONNECT identified (Proxy-Authorization or `from`); nil: anonymous.
+  let client: String?
+
+  /// Whether `authority` (an inner request's Host or absolute-form target) names the target.
+  /// A missing port means 443: inside the tunnel the caller speaks https.
+  func binds(_ authority: Authority) -> Bool {
+    CanonicalHost(authority.host).text == CanonicalHost(host).text
+      && (authority.port ?? 443) == port
   }
 }

@@ -14,6 +14,28 @@ extension ProxyConnection {
     let keepOpen = !hasBody && head.keepAlive
     var record = LogContext(head: head, startedMs: EventLoop.nowMs())
 
+    if let session = intercept {
+      // Inside an intercepted tunnel: the CONNECT identified the caller, and every request must
+      // be for the host it named; the credential comes only from this request's own route.
+      record.via = "intercept"
+      record.scheme = "https"
+      record.client = session.client
+      guard head.method != "CONNECT", let authority = head.authority, session.binds(authority)
+      else {
+        record.deny(.misdirected)
+        respond(
+          ErrorResponse(
+            code: .misdirected,
+            message:
+              "this tunnel is for \(session.isIPv6 ? "[\(session.host)]" : session.host):\(session.port); the request names \(head.authority?.description ?? "no host")"
+          ),
+          close: head.framing != .none || !head.keepAlive, log: record)
+        return
+      }
+      route(head, record: record, runtime: runtime, authority: authority, port: session.port)
+      return
+    }
+
     // Who is calling: Proxy-Authorization (Basic or Bearer) or the source address.
     let proxyAuth = head.headers.first { HeaderPolicy.nameIs($0.name, "proxy-authorization") }
     switch runtime.clients.identify(proxyAuthorization: proxyAuth?.value, peer: peer) {
@@ -41,10 +63,22 @@ extension ProxyConnection {
         close: true, log: record)
       return
     }
+    route(head, record: record, runtime: runtime, authority: authority, port: authority.port)
+  }
+
+  /// Routes an identified request to `authority` (`port`: the one to route on, nil for the
+  /// scheme's default) and runs the rest of the policy: limits, credential, transfer.
+  func route(
+    _ head: RequestHead, record start: LogContext, runtime: ProxyRuntime, authority: Authority,
+    port explicitPort: Int?
+  ) {
+    var record = start
+    let hasBody = head.framing != .none
+    let keepOpen = !hasBody && head.keepAlive
     let path = head.pathAndQuery
     let prepared: PreparedRoute
     switch runtime.router.decide(
-      method: head.method, host: authority.host, explicitPort: authority.port, path: path,
+      method: head.method, host: authority.host, explicitPort: explicitPort, path: path,
       client: record.client)
     {
     case .refuse(let code, let reason, let match):
@@ -115,7 +149,7 @@ extension ProxyConnection {
         close: true, log: record)
       return
     }
-    let port = route.effectivePort(explicitPort: authority.port)
+    let port = route.effectivePort(explicitPort: explicitPort)
     let hostForURL = authority.isIPv6 ? "[\(authority.host)]" : authority.host
     record.scheme = route.upstream.rawValue
     let dial = DialCheck(

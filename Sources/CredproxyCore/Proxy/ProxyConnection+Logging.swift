@@ -39,13 +39,17 @@ extension ProxyConnection {
     if let error, error.isUpstreamFailure {
       runtime.metrics.upstreamError(error)
     }
-    runtime.audit?.write(
-      AuditRecord(
+    // Built only when an audit log is configured: this runs for every request.
+    if let audit = runtime.audit {
+      var record = AuditRecord(
         time: TokenBroker.now(), client: log.client, source: clientAddress, method: log.method,
         scheme: log.scheme, host: log.hostName, port: log.port, path: log.path, query: log.query,
         route: log.routeNumber, decision: decision, reason: reason?.rawValue,
         credential: log.credential,
         tokenFingerprint: log.tokenFingerprint, status: status, bytesIn: bytesIn,
-        bytesOut: bytesOut, durationMs: Double(durationMs)))
+        bytesOut: bytesOut, durationMs: Double(durationMs))
+      record.via = log.via
+      audit.write(record)
+    }
   }
 }

@@ -38,6 +38,10 @@ extension ProxyConnection {
       record.routeNumber = match.number
       route = match.route
     }
+    if route.intercept {
+      beginIntercept(target: target, port: port, record: record, runtime: runtime)
+      return
+    }
     let dialHost = route.connectTo?.host ?? target.host
     let dialPort = route.connectTo?.port ?? port
     let check = DialCheck(
@@ -127,5 +131,50 @@ extension ProxyConnection {
       enter(.closing)
       flush()
     }
+  }
+}
+
+/// CONNECT on an `intercept` route: credproxy answers `200`, terminates the caller's TLS with a
+/// leaf from the local CA for the target, and reads the requests inside like plain ones (routed
+/// on their own path and method, bound to the CONNECT's host, credential injected upstream).
+extension ProxyConnection {
+  func beginIntercept(
+    target: Authority, port: Int, record start: LogContext, runtime: ProxyRuntime
+  ) {
+    var record = start
+    record.via = "intercept"
+    let leaf: TLSServerContext
+    switch runtime.interceptCertificates?.serverContext(forHost: target.host)
+      ?? .failure(InterceptCertificateError(message: "no local CA is configured (ca-cert, ca-key)"))
+    {
+    case .success(let context):
+      leaf = context
+    case .failure(let error):
+      record.deny(.credentialUnavailable)
+      respond(
+        ErrorResponse(
+          code: .credentialUnavailable,
+          message: "cannot intercept \(target.description): \(error.message)"),
+        close: true, log: record)
+      return
+    }
+    // The caller must wait for the 200 before its ClientHello; bytes already here would be
+    // read as plain text.
+    guard input.isEmpty else {
+      record.deny(.badRequest)
+      respond(
+        ErrorResponse(code: .badRequest, message: "bytes sent before 200 Connection established"),
+        close: true, log: record)
+      return
+    }
+    let canonical = CanonicalHost(target.host)
+    intercept = InterceptSession(
+      host: String(canonical.text), port: port, isIPv6: target.isIPv6, client: record.client)
+    pendingTLS = leaf
+    writeLog(record, status: 200, bytesIn: 0, bytesOut: 0, error: nil)
+    output.append("HTTP/1.1 200 Connection established\r\n\r\n")
+    enter(.idle)
+    lastActivityMs = EventLoop.nowMs()
+    flush()
   }
 }

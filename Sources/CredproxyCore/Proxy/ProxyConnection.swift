@@ -37,6 +37,11 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
   let peer: IPAddress
   /// Queued for a flush at the end of this batch (so it is queued once).
   var flushQueued = false
+  /// Set once a CONNECT on an intercept route was accepted: inner requests are bound to it.
+  var intercept: InterceptSession?
+  /// The leaf to start TLS with once the `200 Connection established` has left (nothing is read
+  /// in between: those bytes are the caller's ClientHello).
+  var pendingTLS: TLSServerContext?
 
   init(
     fd: Int32, clientAddress: String, peer: IPAddress, tls: TLSServerContext?,
@@ -194,7 +199,10 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     extraHeaders: [HeaderField] = [], bytesIn: UInt64 = 0
   ) {
     let close = requested || drainRequested
-    output.append(response.serialized(close: close, extraHeaders: extraHeaders))
+    output.append(
+      response.serialized(
+        close: close, extraHeaders: extraHeaders,
+        reasonInStatusLine: log?.method == "CONNECT"))
     if let log {
       writeLog(log, status: response.status, bytesIn: bytesIn, bytesOut: 0, error: response.code)
     } else {
@@ -239,6 +247,13 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       close()
       return
     }
+    if output.isEmpty, let tls = pendingTLS, let session = intercept {
+      pendingTLS = nil
+      guard transport.startTLS(tls, serverName: session.host) else {
+        abort(reason: .clientError)
+        return
+      }
+    }
     if output.isEmpty, case .idle = state {
       // Between requests a keep-alive connection gives back buffers a large body grew.
       output.reset()
@@ -249,7 +264,9 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   func updateInterest() {
     var want = EPOLLRDHUP.rawValue
-    if !closeWhenFlushed && input.count < Self.inputHighWater { want |= EPOLLIN.rawValue }
+    if !closeWhenFlushed && pendingTLS == nil && input.count < Self.inputHighWater {
+      want |= EPOLLIN.rawValue
+    }
     if !output.isEmpty || readWantsWrite { want |= EPOLLOUT.rawValue }
     if want != interest {
       interest = want

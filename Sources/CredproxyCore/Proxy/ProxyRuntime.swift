@@ -54,6 +54,8 @@ final class ProxyRuntime: Sendable {
   /// admin token, and the credentials' refresh tokens, client secrets and private keys. Only for
   /// redacting untrusted text (`ErrorText`); never shown.
   let secretValues: [String]
+  /// Leaves for `intercept` routes; nil when no route intercepts (or no CA could be loaded).
+  let interceptCertificates: InterceptCertificates?
 
   /// - Parameter previous: the runtime this one replaces (reload): its metrics and limiters' state
   ///   carry over.
@@ -105,6 +107,7 @@ final class ProxyRuntime: Sendable {
     }
     for credential in credentials.values { secrets += Self.secrets(of: credential.source) }
     secretValues = secrets
+    interceptCertificates = nil  // set below when a route intercepts
   }
 
   static func secrets(of source: MintingSource) -> [String] {

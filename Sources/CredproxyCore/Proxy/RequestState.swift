@@ -17,6 +17,8 @@ struct LogContext {
   var path: String
   var query: String?
   var scheme = "https"
+  /// `intercept` for requests read inside an intercepted CONNECT tunnel.
+  var via: String?
   var routeNumber: Int?
   var client: String?
   var decision = AuditDecision.allow
