@@ -253,3 +253,28 @@ def test_plaintext_client_on_tls_listener_gets_nothing_forwarded(tls_px, upstrea
             pass
     assert upstream.requests_matching(token) == []
     assert tls_px.alive()
+
+
+def test_refused_connect_says_why_in_its_status_line(px):
+    """Clients show only the status line of a refused CONNECT (curl: 'CONNECT tunnel failed,
+    response 403'; Python: 'Tunnel connection failed: 403 …'), so the reason goes there."""
+    import subprocess
+
+    with RawConnection(px.port) as c:
+        c.send(b"CONNECT storage.googleapis.com:443 HTTP/1.1\r\nHost: storage.googleapis.com:443\r\n\r\n")
+        head = c.read_head()
+    assert head.status == 403, head
+    line = head.raw_head.split(b"\r\n", 1)[0].decode()
+    assert line.startswith("HTTP/1.1 403 tunnel_denied: no intercept or tunnel route for "), line
+    assert "storage.googleapis.com:443" in line, line
+    # Python's own client shows exactly that line to its user.
+    code = (
+        "import http.client,sys\n"
+        f"c=http.client.HTTPSConnection('storage.googleapis.com', timeout=10)\n"
+        f"c.set_tunnel('storage.googleapis.com', 443)\n"
+        "c.host, c.port = '127.0.0.1', int(sys.argv[1])\n"
+        "try:\n  c.connect()\nexcept OSError as e:\n  print(e)\n"
+    )
+    out = subprocess.run(["python3", "-c", code, str(px.port)], capture_output=True, text=True,
+                         timeout=30).stdout
+    assert "tunnel_denied: no intercept or tunnel route for" in out, out
