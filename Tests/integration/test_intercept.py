@@ -1,0 +1,254 @@
+"""HTTPS interception (`intercept` routes): a CONNECT is terminated with a leaf from the local CA,
+the requests inside take the plain path (route, policy, credential injected upstream over verified
+TLS), and the caller never sees the credential. Real clients: curl, Python's requests and httpx,
+raw sockets for the refusals (SNI mismatch, 421, clients)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import secret_values as sv
+from harness.rawhttp import RawConnection
+from policy_support import (  # noqa: F401 - fixture
+    ALICE_PASSWORD,
+    BOB_TOKEN,
+    POLICY_ENV,
+    basic,
+    connect_tunnel,
+    curl,
+    policy_secrets,
+    tls_over,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+CONF = """\
+listen 127.0.0.1:0
+ca-file {ca}
+ca-cert {ca_dir}/ca.pem
+ca-key {ca_dir}/ca-key.pem
+connect-timeout 5s
+request-timeout 30s
+route localhost:{upstream_port}/public {
+  intercept
+  auth none
+}
+route localhost:{upstream_port} {
+  intercept
+  auth bearer env:{env_bearer}
+}
+"""
+
+CLIENTS_CONF = """\
+listen 127.0.0.1:0
+ca-file {ca}
+ca-cert {ca_dir}/ca.pem
+ca-key {ca_dir}/ca-key.pem
+client alice {
+  password env:ITEST_ALICE_PW
+}
+client bob {
+  token env:ITEST_BOB_TOKEN
+}
+route localhost:{upstream_port} {
+  intercept
+  allow alice
+  auth bearer env:{env_bearer}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def ca_dir(tmp_path_factory, credproxy_bin, secret_guard):
+    d = tmp_path_factory.mktemp("local-ca")
+    r = subprocess.run([str(credproxy_bin), "ca", "init", "--dir", str(d)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    key = (d / "ca-key.pem").read_text()
+    assert "PRIVATE KEY" in key
+    assert oct((d / "ca-key.pem").stat().st_mode & 0o777) == "0o600"
+    assert key not in r.stdout + r.stderr
+    # The CA key must never appear in any proxy output either.
+    for line in key.strip().splitlines()[1:-1]:
+        secret_guard.add_secret("local CA key line", line)
+    return d
+
+
+@pytest.fixture(scope="module")
+def px(module_proxy_factory, ca_dir):
+    module_proxy_factory.values["ca_dir"] = ca_dir
+    return module_proxy_factory(CONF, name="intercept")
+
+
+def ca_context(ca_dir: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_dir / "ca.pem"))
+    return ctx
+
+
+def client_env(px, ca_dir) -> dict:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(HTTPS_PROXY=f"http://127.0.0.1:{px.port}", https_proxy=f"http://127.0.0.1:{px.port}",
+               REQUESTS_CA_BUNDLE=str(ca_dir / "ca.pem"), SSL_CERT_FILE=str(ca_dir / "ca.pem"),
+               NO_PROXY="", no_proxy="")
+    return env
+
+
+def test_curl_gets_the_credential_injected_without_seeing_it(px, upstream, ca_dir, token):
+    r = curl("--proxy", f"http://127.0.0.1:{px.port}", "--cacert", str(ca_dir / "ca.pem"),
+             f"https://localhost:{upstream.port}/echo/{token}")
+    assert r.status == 200, (r.stderr, r.body[:300])
+    seen = upstream.requests_matching(token)
+    assert [v for v in seen[-1].header_values("Authorization")] == [f"Bearer {sv.BEARER_TOKEN}"]
+    # The caller's TLS was terminated by credproxy: the upstream saw credproxy's own connection.
+    assert seen[-1].target == f"/echo/{token}"
+
+
+def test_path_route_inside_the_tunnel_chooses_the_credential(px, upstream, ca_dir, token):
+    r = curl("--proxy", f"http://127.0.0.1:{px.port}", "--cacert", str(ca_dir / "ca.pem"),
+             f"https://localhost:{upstream.port}/public/echo/{token}")
+    assert r.status == 200, r.stderr
+    assert upstream.requests_matching(token)[-1].header_values("Authorization") == []
+
+
+def test_requests_session_keeps_one_tunnel_for_many_requests(px, upstream, ca_dir, token):
+    code = f"""
+import requests, sys
+s = requests.Session()
+for i in range(40):
+    r = s.get("https://localhost:{upstream.port}/echo/{token}-" + str(i))
+    assert r.status_code == 200, r.status_code
+    assert "Bearer" in r.text
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=client_env(px, ca_dir),
+                         capture_output=True, text=True, timeout=90)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+    seen = upstream.requests_matching(token)
+    assert len(seen) == 40
+    log = px.stderr_text()
+    connects = [l for l in log.splitlines() if "CONNECT" in l and f"localhost:{upstream.port}" in l]
+    inner = [l for l in log.splitlines() if f"/echo/{token}-" in l]
+    assert len(inner) == 40 and all("via=intercept" in l for l in inner), inner[:2]
+    assert 1 <= len(connects) <= 2, connects
+
+
+def test_httpx_through_intercept(px, upstream, ca_dir, token):
+    pytest.importorskip("httpx", reason="installed by scripts/test")
+    code = f"""
+import httpx
+with httpx.Client(proxy="http://127.0.0.1:{px.port}", verify="{ca_dir / 'ca.pem'}") as c:
+    for i in range(5):
+        r = c.get("https://localhost:{upstream.port}/echo/{token}-httpx")
+        assert r.status_code == 200
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+    assert len(upstream.requests_matching(f"{token}-httpx")) == 5
+
+
+def test_pipelined_requests_inside_the_tunnel(px, upstream, ca_dir, token):
+    conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+    with conn:
+        assert resp.status == 200
+        tls_over(conn, ca_context(ca_dir))
+        host = [("Host", f"localhost:{upstream.port}")]
+        payload = b"".join(
+            f"GET /echo/{token}-p{i} HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n\r\n".encode()
+            for i in range(5))
+        conn.send(payload)
+        for i in range(5):
+            r = conn.read_response()
+            assert r.status == 200 and r.json()["target"].endswith(f"-p{i}"), r
+        r = conn.request("GET", f"/echo/{token}-last", host)
+        assert r.status == 200
+
+
+def test_streams_100_mib_each_way(px, upstream, ca_dir):
+    size = 100 * 1024 * 1024
+    code = f"""
+import hashlib, requests
+s = requests.Session()
+class Body:
+    def __init__(self): self.left = {size}; self.h = hashlib.sha256()
+    def __iter__(self):
+        block = bytes(range(256)) * 256
+        while self.left > 0:
+            piece = block[: min(len(block), self.left)]
+            self.left -= len(piece); self.h.update(piece)
+            yield piece
+b = Body()
+r = s.post("https://localhost:{upstream.port}/upload", data=b, headers={{"Content-Length": str({size})}})
+assert r.status_code == 200, r.status_code
+assert r.json()["length"] == {size}, r.text
+assert r.json()["sha256"] == b.h.hexdigest()
+r = s.get("https://localhost:{upstream.port}/stream?bytes={size}", stream=True)
+n = 0
+for chunk in r.iter_content(1 << 20): n += len(chunk)
+assert n == {size}, n
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=client_env(px, ca_dir),
+                         capture_output=True, text=True, timeout=110)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_sni_for_another_host_fails_the_handshake(px, upstream, ca_dir):
+    conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+    with conn:
+        assert resp.status == 200
+        ctx = ca_context(ca_dir)
+        ctx.check_hostname = False
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            tls_over(conn, ctx, server_hostname="evil.example.com")
+            conn.request("GET", "/echo/sni", [("Host", f"localhost:{upstream.port}")])
+
+
+def test_inner_request_for_another_host_is_421_and_not_forwarded(px, upstream, ca_dir, token):
+    conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+    with conn:
+        assert resp.status == 200
+        tls_over(conn, ca_context(ca_dir))
+        for host in ["evil.example.com", f"localhost:{upstream.port + 1}", "127.0.0.1"]:
+            r = conn.request("GET", f"/echo/{token}-421", [("Host", host)])
+            assert r.status == 421 and r.error_code == "misdirected", r
+    assert not upstream.requests_matching(f"{token}-421")
+
+
+def test_leaf_is_for_the_target_and_chains_to_the_local_ca(px, upstream, ca_dir):
+    conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+    with conn:
+        tls_over(conn, ca_context(ca_dir))  # verifies chain and hostname
+        cert = conn.sock.getpeercert()
+        assert ("DNS", "localhost") in cert["subjectAltName"]
+
+
+def test_clients_identified_by_the_connect(proxy_factory, upstream, ca_dir, token):
+    proxy_factory.values["ca_dir"] = ca_dir
+    px = proxy_factory(CLIENTS_CONF, env=POLICY_ENV)
+    # No identification: 407 on the CONNECT itself.
+    _, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+    assert resp.status == 407
+    # bob is identified but not allowed.
+    _, resp = connect_tunnel(px.port, f"localhost:{upstream.port}",
+                             [("Proxy-Authorization", f"Bearer {BOB_TOKEN}")])
+    assert resp.status == 403 and resp.error_code == "client_not_allowed", resp
+    # alice: the CONNECT identifies her for every request inside (which carry no Proxy-Authorization).
+    conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}",
+                                [basic("alice", ALICE_PASSWORD)])
+    with conn:
+        assert resp.status == 200, resp
+        tls_over(conn, ca_context(ca_dir))
+        r = conn.request("GET", f"/echo/{token}-alice", [("Host", f"localhost:{upstream.port}")])
+        assert r.status == 200, r
+        assert "Proxy-Authorization" not in json.dumps(r.json()["headers"])
+    line = [l for l in px.stderr_text().splitlines() if f"{token}-alice" in l][-1]
+    assert "via=intercept" in line
