@@ -51,11 +51,14 @@ final class Peer {
   }
 }
 
-/// A plain-HTTP upstream on 127.0.0.1 that answers each request only when told to.
+/// A plain-HTTP upstream on 127.0.0.1 that answers one request when told to, then closes. Its
+/// thread is joined (`finish`) before the test ends: a descriptor closed later, while another test
+/// runs, could disturb tests that depend on descriptor numbers (EventLoopTests).
 final class HeldUpstream: @unchecked Sendable {
   let port: Int
   private let listenFD: Int32
   private let go = DispatchSemaphore(value: 0)
+  private let done = DispatchSemaphore(value: 0)
   let requests = Shared<[String]>([])
 
   init() throws {
@@ -63,11 +66,20 @@ final class HeldUpstream: @unchecked Sendable {
     listenFD = bound.fd
     port = bound.port
     // The listener is non-blocking (made for epoll): wait for connections with poll.
-    Thread { [self] in serve() }.start()
+    Thread { [self] in
+      serve()
+      done.signal()
+    }.start()
   }
 
-  /// Lets the upstream answer one request.
+  /// Lets the upstream answer its request.
   func answer() { go.signal() }
+
+  /// Waits for the upstream's thread to finish (it has closed its connection).
+  func finish() {
+    go.signal()
+    XCTAssertEqual(done.wait(timeout: .now() + 30), .success)
+  }
 
   private func serve() {
     var pfd = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
@@ -78,19 +90,15 @@ final class HeldUpstream: @unchecked Sendable {
     defer { Glibc.close(fd) }
     var text = ""
     var buffer = [UInt8](repeating: 0, count: 16 * 1024)
-    while true {
-      while !text.contains("\r\n\r\n") {
-        let n = Glibc.read(fd, &buffer, buffer.count)
-        if n <= 0 { return }
-        text += String(decoding: buffer[..<n], as: UTF8.self)
-      }
-      let end = text.range(of: "\r\n\r\n")!
-      requests.with { $0.append(String(text[..<end.lowerBound])) }
-      text = String(text[end.upperBound...])
-      guard go.wait(timeout: .now() + 20) == .success else { return }
-      let response = Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8)
-      _ = response.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    while !text.contains("\r\n\r\n") {
+      let n = Glibc.read(fd, &buffer, buffer.count)
+      if n <= 0 { return }
+      text += String(decoding: buffer[..<n], as: UTF8.self)
     }
+    requests.with { $0.append(String(text[..<text.range(of: "\r\n\r\n")!.lowerBound])) }
+    guard go.wait(timeout: .now() + 20) == .success else { return }
+    let response = Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8)
+    _ = response.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
   }
 
   deinit { Glibc.close(listenFD) }
@@ -305,6 +313,7 @@ final class ConnectionStateTests: XCTestCase {
 
   func testAnExchangeOwnsItsStateUntilTheAnswerThenTheConnectionIsIdle() throws {
     let upstream = try HeldUpstream()
+    defer { upstream.finish() }
     let (c, peer) = try connect(config(upstreamPort: upstream.port))
     peer.send(
       "GET http://127.0.0.1:\(upstream.port)/x HTTP/1.1\r\nHost: 127.0.0.1:\(upstream.port)\r\n\r\n"

@@ -54,9 +54,16 @@ final class TestLoop: @unchecked Sendable {
       loop: loop)
     self.context = context
     let finished = finished
+    // The thread lets go of the loop and the context before it signals, so they are freed (and
+    // their descriptors closed) on the test thread when the TestLoop goes, not later on this
+    // thread while another test runs.
+    let held = Shared<(EventLoop, LoopBound<LoopContext>)?>((loop, context))
     let thread = Thread {
-      loop.run()
-      withExtendedLifetime(context) {}
+      if let (loop, context) = held.value {
+        loop.run()
+        withExtendedLifetime(context) {}
+      }
+      held.with { $0 = nil }
       finished.signal()
     }
     thread.name = "test-loop-\(index)"
