@@ -2,6 +2,32 @@ import Foundation
 import Glibc
 import GoogleAuth
 
+/// How a mint reaches its token endpoint and waits between attempts: in production a
+/// `FetchTransfer` on the loop's curl multi and the loop's tick timer. Tests pass a fake endpoint
+/// and a fast scheduler to `TokenBroker.init`.
+struct MintTransport: Sendable {
+  typealias Fetch =
+    @Sendable (
+      _ spec: HTTPRequestSpec, _ timeoutMs: Int, _ context: LoopContext,
+      _ completion: @escaping (Result<FetchTransfer.Response, UpstreamError>) -> Void
+    ) -> Void
+  typealias Schedule =
+    @Sendable (
+      _ context: LoopContext, _ afterMs: Int, _ work: @escaping () -> Void
+    ) -> Void
+
+  var fetch: Fetch
+  var schedule: Schedule
+
+  static let live = MintTransport(
+    fetch: { spec, timeoutMs, context, completion in
+      FetchTransfer.start(
+        method: spec.method, url: spec.url, headers: spec.headers, body: spec.body,
+        timeoutMs: timeoutMs, context: context, completion: completion)
+    },
+    schedule: { context, afterMs, work in context.schedule(afterMs: afterMs, work) })
+}
+
 /// One mint for one cache key, run on the loop that asked first: build the request for the
 /// credential's source, send it with libcurl, parse the answer, retry the way google-auth does
 /// (3 attempts, 1 s then 2 s, ±10 % jitter, on 408/429/5xx and transport errors), then hand the
@@ -25,7 +51,7 @@ final class MintOperation {
         attempt += 1
         let base = 1000.0 * pow(2.0, Double(attempt - 1))
         let jitter = base * Double.random(in: -0.1...0.1)
-        context.schedule(afterMs: Int(base + jitter)) { [self] in run() }
+        broker.transport.schedule(context, Int(base + jitter)) { [self] in run() }
         return
       }
       broker.finish(request, result: result)
@@ -157,10 +183,7 @@ final class MintOperation {
     _ spec: HTTPRequestSpec, timeoutMs: Int, source: String, _ done: @escaping Completion,
     parse: @escaping (FetchTransfer.Response) -> Result<MintedToken, TokenEndpointError>
   ) {
-    FetchTransfer.start(
-      method: spec.method, url: spec.url, headers: spec.headers, body: spec.body,
-      timeoutMs: timeoutMs, context: context
-    ) { result in
+    broker.transport.fetch(spec, timeoutMs, context) { result in
       switch result {
       case .success(let response):
         done(

@@ -54,6 +54,12 @@ final class TokenBroker: Sendable {
   /// Every secret value the config resolved (set at start and on reload, keeping the previous
   /// config's too for mints that began under it): never echoed in a mint failure.
   let secrets = Mutex<[String]>([])
+  /// How mints send their requests and wait between attempts (tests substitute a fake endpoint).
+  let transport: MintTransport
+
+  init(transport: MintTransport = .live) {
+    self.transport = transport
+  }
 
   /// A mint failure's text as it may be shown: through `ErrorText`, with the config's secrets.
   func sanitized(_ text: String) -> String {
