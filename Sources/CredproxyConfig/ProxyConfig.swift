@@ -442,6 +442,14 @@ public struct CredentialSpec: Sendable, Equatable {
     self.refreshWindowSet = refreshWindowMs != nil
     self.line = line
   }
+
+  /// The same credential: everything but where the block stands in the file. A reload keeps the
+  /// cached tokens of a credential that only moved.
+  public func mintsTheSame(as other: CredentialSpec) -> Bool {
+    var moved = other
+    moved.line = line
+    return self == moved
+  }
 }
 
 public enum CredentialSource: Sendable, Equatable {

@@ -141,7 +141,13 @@ public final class ProxyServer {
       notes.append("listen addresses changed: they take effect after a restart")
     }
     let changed = Set(runtime.config.credentials.map(\.name)).union(config.credentials.map(\.name))
-      .filter { runtime.config.credential(named: $0) != config.credential(named: $0) }
+      .filter { name in
+        switch (runtime.config.credential(named: name), config.credential(named: name)) {
+        case (let old?, let new?): return !old.mintsTheSame(as: new)
+        case (nil, nil): return false
+        default: return true
+        }
+      }
     if !changed.isEmpty {
       for entry in broker.cache.snapshot() where changed.contains(entry.key.credential) {
         broker.cache.evict(entry.key)

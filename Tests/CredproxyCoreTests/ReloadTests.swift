@@ -208,15 +208,9 @@ final class ReloadTests: XCTestCase {
       after.render())
   }
 
-  /// Known bug, found by this test: `CredentialSpec`'s `==` includes its `line`, so a credentials
-  /// block that only moved (a route added above it) counts as changed on reload and its cached
-  /// tokens are dropped, although the definition is the same. The fix belongs in
-  /// CredproxyConfig/ProxyServer (compare definitions without `line`); skipped until then.
+  /// A credentials block that only moved (a route added above it) is the same credential: its
+  /// cached tokens survive the reload (the block's line is not part of its definition).
   func testACredentialBlockThatOnlyMovedKeepsItsTokens() throws {
-    try XCTSkipIf(
-      true,
-      "known bug: a credentials block that only moved counts as changed (CredentialSpec.line is compared)"
-    )
     let server = try ProxyServer(
       config: ConfigParser.parse(text: Self.before), environment: Self.environment, loopCount: 1)
     fill(server, "keep", token: "keep-token")
