@@ -32,10 +32,13 @@ final class PlaceholderTests: XCTestCase {
         head([("Authorization", "Bearer " + access)]), injected: nil, registry: r, now: 0), .clean)
     r.register(access, expiresAt: 100, now: 0)
     r.register(id, expiresAt: 100, now: 0)
-    let serverless = head([("authorization", "Bearer " + id), ("X-Other", "fine")])
+    let serverless = head([
+      ("authorization", "Bearer " + id), ("X-Other", "fine"),
+      ("X-Serverless-Authorization", "Bearer " + id),
+    ])
     XCTAssertEqual(
       PlaceholderScreen.screen(
-        serverless, injected: "X-Serverless-Authorization", registry: r, now: 0),
+        serverless, injected: "x-serverless-authorization", registry: r, now: 0),
       .forward(head([("X-Other", "fine")])))
     XCTAssertEqual(
       PlaceholderScreen.screen(

@@ -171,6 +171,13 @@ def test_google_auth_sdk_gets_placeholders_upstream_gets_real_tokens(setup, emu,
     body = r.json()
     assert body["serverless"]["known"] and body["serverless"]["kind"] == "id", body
     assert body["authorization"] is None and body["authorization_headers"] == 0, body
+    # A placeholder in the injected header itself is replaced too.
+    r = fetch(px, gup.url("/run/y"), [(SERVERLESS, "Bearer " + out["id_token"]),
+                                      ("Authorization", "Bearer " + out["default_token"])])
+    assert r.status == 200, r
+    body = r.json()
+    assert body["serverless"]["known"] and body["serverless"]["kind"] == "id", body
+    assert body["authorization"] is None and body["authorization_headers"] == 0, body
 
 
 def test_metadata_checks_like_the_real_server(setup):

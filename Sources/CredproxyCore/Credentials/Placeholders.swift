@@ -133,7 +133,7 @@ enum PlaceholderVerdict: Equatable {
 }
 
 enum PlaceholderScreen {
-  /// - Parameter injected: the header the route's minted Google token goes in (nil: the route
+  /// - Parameter injected: the header the route's minted Google token goes in, lowercase (nil: the route
   ///   mints nothing). A placeholder there, or in `Authorization`, is dropped (the caller's
   ///   `Authorization` must not travel next to an `X-Serverless-Authorization` token); in any other
   ///   field, or on a route that mints nothing, it is refused. `Proxy-Authorization` is the
@@ -197,7 +197,7 @@ extension ProxyConnection {
     _ head: RequestHead, injecting auth: AuthInjection?, record: LogContext, keepOpen: Bool
   ) -> RequestHead? {
     var injected: String? = nil
-    if case .minted(_, _, let header) = auth { injected = header }
+    if case .minted(_, _, let header) = auth { injected = header.lowercased() }
     switch PlaceholderScreen.screen(head, injected: injected) {
     case .clean:
       return head
