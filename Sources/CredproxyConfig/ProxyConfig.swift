@@ -42,6 +42,9 @@ public struct ProxyConfig: Sendable {
   public var mode: PolicyMode = .enforce
   /// `admin ADDR:PORT [token SECRET]`: the status page and metrics listener; nil when off.
   public var admin: AdminConfig?
+  /// `metadata-server ADDR:PORT`: a GCE metadata-server stub handing out placeholder tokens
+  /// (loopback only); nil when off.
+  public var metadataServer: ListenAddress?
   /// `shutdown-timeout D`: how long in-flight requests may drain after SIGTERM.
   public var shutdownTimeoutMs: Int = 30_000
   /// `log-queries on|off`: whether the audit log records query strings (secret-looking

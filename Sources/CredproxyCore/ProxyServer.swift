@@ -24,6 +24,9 @@ public final class ProxyServer {
   public private(set) var adminAddress: String?
   private let state: ProxyState
   private var admin: LoopBound<AdminListener>?
+  /// `host:port` of the metadata-server stub, if the config has one.
+  public private(set) var metadataAddress: String?
+  private var metadata: LoopBound<MetadataListener>?
 
   public init(
     config: ProxyConfig, environment: [String: String] = ProcessInfo.processInfo.environment,
@@ -95,6 +98,17 @@ public final class ProxyServer {
         throw ServerError(message: "admin \(admin.address): \(error)")
       }
     }
+    var metadataFD: Int32? = nil
+    if let address = runtime.config.metadataServer {
+      do {
+        let bound = try Socket.listen(host: address.host, port: address.port)
+        metadataFD = bound.fd
+        let host = address.host
+        metadataAddress = host.contains(":") ? "[\(host)]:\(bound.port)" : "\(host):\(bound.port)"
+      } catch {
+        throw ServerError(message: "metadata-server \(address): \(error)")
+      }
+    }
     for i in 0..<loopCount {
       let loop = EventLoop(index: i)
       loops.append(loop)
@@ -102,6 +116,9 @@ public final class ProxyServer {
         admin = LoopBound(
           AdminListener(fd: adminSocket.fd, state: state, token: adminSocket.token, loop: loop),
           loop: loop)
+      }
+      if i == 0, let metadataFD {
+        metadata = LoopBound(MetadataListener(fd: metadataFD, state: state, loop: loop), loop: loop)
       }
       // Built here, before its thread starts; from then on only that thread touches it (reload
       // and drain reach it through `loop.execute`).
@@ -121,6 +138,11 @@ public final class ProxyServer {
       }
       thread.name = "credproxy-loop-\(i)"
       thread.start()
+    }
+    if let metadataAddress {
+      // `serve` prints the proxy and admin listeners; this one is announced here.
+      FileHandle.standardError.write(
+        Data("credproxy: metadata server listening on \(metadataAddress)\n".utf8))
     }
   }
 
@@ -158,6 +180,9 @@ public final class ProxyServer {
     }
     if config.admin != runtime.config.admin {
       notes.append("admin listener changes take effect after a restart")
+    }
+    if config.metadataServer != runtime.config.metadataServer {
+      notes.append("metadata-server changes take effect after a restart")
     }
     // Mints that began under the old config may still fail with its secrets in their text.
     broker.secrets.withLock { [old = runtime] in $0 = next.secretValues + old.secretValues }

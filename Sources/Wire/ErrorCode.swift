@@ -22,6 +22,7 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
   case misdirected
   case blockedAddress = "blocked_address"
   case insecureUpstream = "insecure_upstream"
+  case placeholderCredential = "placeholder_credential"
   case proxyAuthRequired = "proxy_auth_required"
   case rateLimited = "rate_limited"
   case tooManyConcurrent = "too_many_concurrent"
@@ -51,7 +52,8 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
     case .expectationFailed: return 417
     case .notImplemented: return 501
     case .httpVersionNotSupported: return 505
-    case .noRoute, .denied, .clientNotAllowed, .tunnelDenied, .blockedAddress, .insecureUpstream:
+    case .noRoute, .denied, .clientNotAllowed, .tunnelDenied, .blockedAddress, .insecureUpstream,
+      .placeholderCredential:
       return 403
     case .methodNotAllowed: return 405
     case .misdirected: return 421
@@ -87,6 +89,9 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
     case .blockedAddress: return "the SSRF guard refused the address the request would be sent to"
     case .insecureUpstream:
       return "a minted token would go over plain http on a connection that is not loopback"
+    case .placeholderCredential:
+      return
+        "a placeholder from metadata-server reached a route without Google auth; not forwarded"
     case .proxyAuthRequired: return "clients are defined and the caller identified as none"
     case .rateLimited: return "over the route's rate (with Retry-After)"
     case .tooManyConcurrent: return "over a max-concurrent limit"

@@ -215,5 +215,9 @@ struct Directive: Sendable {
     Directive("shutdown-timeout", in: [.top], "shutdown-timeout DURATION (e.g. 30s)") {
       $0.readDuration($1, &$2, top: \.shutdownTimeoutMs)
     },
+    Directive(
+      "metadata-server", in: [.top],
+      "metadata-server ADDR:PORT (a loopback address, e.g. metadata-server 127.0.0.1:8181)"
+    ) { p, s, _ in p.readMetadataServer(s) },
   ]
 }

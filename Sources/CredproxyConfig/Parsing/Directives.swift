@@ -134,6 +134,21 @@ extension ParseSession {
     config.admin = AdminConfig(address: addr, token: token, line: s.line)
   }
 
+  /// `metadata-server ADDR:PORT`: the placeholder metadata server. Loopback only: it names the
+  /// project and service account, which other hosts have no business reading.
+  mutating func readMetadataServer(_ s: Statement) {
+    let t = s.tokens[1]
+    guard let addr = bindAddress(t, what: "metadata-server") else { return }
+    guard addr.isLoopback else {
+      error(
+        t,
+        "metadata-server must listen on a loopback address; expected e.g. metadata-server 127.0.0.1:\(addr.port)"
+      )
+      return
+    }
+    config.metadataServer = addr
+  }
+
   /// `access-log` or `audit-log`: stderr, off or a file.
   mutating func readLogTarget(
     _ s: Statement, _ target: WritableKeyPath<ProxyConfig, AccessLogTarget>

@@ -53,6 +53,8 @@ extension ProxyConnection {
     }
 
     if head.method == "CONNECT" {
+      guard screenPlaceholders(head, injecting: nil, record: record, keepOpen: false) != nil
+      else { return }
       beginTunnel(head, record: record, runtime: runtime)
       return
     }
@@ -99,6 +101,11 @@ extension ProxyConnection {
       prepared = runtime.routes[match.index]
     }
     let route = prepared.route
+    // Placeholder tokens (metadata-server) never leave: replaced by a minted token, or refused.
+    guard
+      let head = screenPlaceholders(
+        head, injecting: prepared.auth, record: record, keepOpen: keepOpen)
+    else { return }
     let enforcing = runtime.config.effectiveMode(route) == .enforce
     let routeIndex = record.routeNumber.map { $0 - 1 }
 
