@@ -110,3 +110,23 @@ public final class Leaf: @unchecked Sendable {
     (try? SSLSupport.pem { X509_print($0, certificate) }) ?? ""
   }
 }
+
+extension Leaf {
+  /// Writes `HOST.pem` (the leaf), `HOST-chain.pem` (leaf + CA) and `HOST-key.pem` (mode 0600
+  /// from creation) into `directory`, replacing older files of that name; returns their paths.
+  /// For operators inspecting what credproxy serves, and for tests.
+  public func writeFiles(directory: String) throws(LocalCAError) -> (
+    certificate: String, chain: String, key: String
+  ) {
+    let base = (directory.hasSuffix("/") ? directory : directory + "/") + host
+    let paths = (certificate: base + ".pem", chain: base + "-chain.pem", key: base + "-key.pem")
+    let leafPEM = certificatePEM()
+    let caPEM = (try? SSLSupport.pem { PEM_write_bio_X509($0, issuer) }) ?? ""
+    try Files.replace(paths.certificate, mode: 0o644, contents: Array(leafPEM.utf8))
+    try Files.replace(paths.chain, mode: 0o644, contents: Array((leafPEM + caPEM).utf8))
+    var key = try privateKeyPEMBytes()
+    defer { SSLSupport.cleanse(&key) }
+    try Files.replace(paths.key, mode: 0o600, contents: key)
+    return paths
+  }
+}

@@ -99,7 +99,6 @@ public struct TrustSetup: Sendable {
     out += "\nDebian/Ubuntu system store (every program on the machine; as root):\n"
     out +=
       "  cp \(q(caPath)) /usr/local/share/ca-certificates/credproxy.crt && update-ca-certificates\n"
-    out += "\nThen send HTTPS through the proxy: export HTTPS_PROXY=http://127.0.0.1:8080\n"
     return out
   }
 
