@@ -61,12 +61,17 @@ public final class LeafCache: Sendable {
   public let renewBefore: Int
   public let lifetime: Int
   let clock: @Sendable () -> Int
+  let configure: (@Sendable (OpaquePointer) -> Void)?
   let state = Mutex(State())
 
+  /// `configure` runs on each new `SSL_CTX*` before it is cached and shared (e.g. to add the
+  /// proxy's SNI callback, `cp_ssl_ctx_require_sni_target`); it must not keep the pointer.
   public init(
     ca: LocalCA, capacity: Int = 10_000, lifetime: Int = 7 * 86_400, renewBefore: Int = 86_400,
-    clock: @escaping @Sendable () -> Int = { Int(time(nil)) }
+    clock: @escaping @Sendable () -> Int = { Int(time(nil)) },
+    configure: (@Sendable (OpaquePointer) -> Void)? = nil
   ) {
+    self.configure = configure
     self.ca = ca
     self.capacity = max(1, capacity)
     self.lifetime = lifetime
@@ -88,7 +93,9 @@ public final class LeafCache: Sendable {
 
     let started = DispatchFreeClock.nanoseconds()
     let leaf = try ca.leaf(for: host, now: now, lifetime: lifetime)
-    let context = ServerContext(ctx: try leaf.makeServerContext(), leaf: leaf)
+    let ctx = try leaf.makeServerContext()
+    configure?(ctx)
+    let context = ServerContext(ctx: ctx, leaf: leaf)
     let elapsed = DispatchFreeClock.nanoseconds() &- started
 
     return state.withLock { s -> ServerContext in
