@@ -230,7 +230,8 @@ func trust(_ o: CAOptions, _ paths: (cert: String, key: String), _ config: Proxy
     print(setup.shellExports(), terminator: "")
   } else {
     var text = setup.instructions(ca: ca, systemStore: store)
-    let listen = config?.listeners.first.map { "\($0)" } ?? "127.0.0.1:8080"
+    let listen =
+      config?.listeners.first.map { $0.port == 0 ? "PROXY-HOST:PORT" : "\($0)" } ?? "127.0.0.1:8080"
     text += "\nThen send HTTPS through the proxy: export HTTPS_PROXY=http://\(listen)\n"
     print(text, terminator: "")
   }
