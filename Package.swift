@@ -36,6 +36,9 @@ let package = Package(
     // Google credentials without I/O: key files, JWT assertions signed RS256 with libcrypto,
     // token responses, scope normalisation, and the token cache's state machine.
     .target(name: "GoogleAuth", dependencies: ["CCrypto", "Wire"]),
+    // The local CA for HTTPS interception: CA creation and loading, leaf minting, the leaf cache,
+    // trust-store instructions. libcrypto/libssl only; no I/O on the minting path.
+    .target(name: "LocalCA", dependencies: ["CCrypto"]),
     // Shared egress policy: client identities, SSRF guards, rate and concurrency limits, audit
     // records, metrics, the status page. Pure logic, no I/O.
     .target(name: "EgressPolicy", dependencies: ["CredproxyConfig", "HTTP1", "Wire"]),
@@ -49,12 +52,13 @@ let package = Package(
     ),
     .executableTarget(
       name: "credproxy",
-      dependencies: ["CredproxyCore", "CredproxyConfig", "HTTP1"]
+      dependencies: ["CredproxyCore", "CredproxyConfig", "HTTP1", "LocalCA"]
     ),
     .testTarget(name: "WireTests", dependencies: ["Wire"]),
     .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"]),
     .testTarget(name: "CredproxyConfigTests", dependencies: ["CredproxyConfig", "HTTP1"]),
     .testTarget(name: "GoogleAuthTests", dependencies: ["GoogleAuth"]),
+    .testTarget(name: "LocalCATests", dependencies: ["LocalCA", "CCrypto"]),
     .testTarget(name: "EgressPolicyTests", dependencies: ["EgressPolicy", "CredproxyConfig"]),
     .testTarget(
       name: "CredproxyCoreTests",

@@ -35,4 +35,28 @@ static inline long cp_ssl_ctx_require_sni_target(SSL_CTX *ctx) {
   return SSL_CTX_set_tlsext_servername_callback(ctx, cp_sni_matches_target);
 }
 static inline int cp_ssl_set_app_data(SSL *ssl, void *data) { return SSL_set_app_data(ssl, data); }
+
+/* The local CA (module LocalCA): certificates, extensions, EC keys, ALPN. */
+#include <openssl/x509v3.h>
+#include <openssl/ec.h>
+static const unsigned long CP_XN_FLAG_RFC2253 = XN_FLAG_RFC2253;
+static inline EVP_PKEY *cp_ec_p256_keygen(void) { return EVP_EC_gen("P-256"); }
+static inline long cp_ssl_ctx_add1_chain_cert(SSL_CTX *ctx, X509 *x) {
+  return SSL_CTX_add1_chain_cert(ctx, x);
+}
+static const unsigned char cp_alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+/* Server side: pick http/1.1 when the client offers it; otherwise no ALPN (not an error). */
+static int cp_alpn_select_http11(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                                 const unsigned char *in, unsigned int inlen, void *arg) {
+  (void)ssl; (void)arg;
+  unsigned char *selected = NULL;
+  if (SSL_select_next_proto(&selected, outlen, cp_alpn_http11, sizeof cp_alpn_http11, in, inlen)
+      != OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+static inline void cp_ssl_ctx_alpn_http11(SSL_CTX *ctx) {
+  SSL_CTX_set_alpn_select_cb(ctx, cp_alpn_select_http11, NULL);
+}
 #endif

@@ -12,6 +12,14 @@ public struct ProxyConfig: Sendable {
   public var caFile: String?
   /// Where `ca-file` was written (0 when absent), for warnings.
   var caFileLine: Int = 0
+  /// `ca-cert PATH`: the local CA's certificate, which signs leaves for `intercept` routes
+  /// (several replicas share one CA by pointing at the same files). Given with `ca-key`.
+  public var caCert: String?
+  /// `ca-key PATH`: the local CA's private key (PEM, unencrypted; keep it mode 0600).
+  public var caKey: String?
+  /// Where `ca-cert` / `ca-key` were written (0 when absent), for messages.
+  var caCertLine: Int = 0
+  var caKeyLine: Int = 0
   /// The line of each entry of `listeners` (0 for the default), for warnings.
   var listenLines: [Int] = []
   public var connectTimeoutMs: Int = 10_000
@@ -511,4 +519,59 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
   public var diagnostics: [ConfigDiagnostic]
   public init(_ diagnostics: [ConfigDiagnostic]) { self.diagnostics = diagnostics }
   public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+}
+
+/// The X.509 name constraints a local CA for this config's `intercept` routes can carry, so that
+/// its key cannot sign for any other site: `*.suffix` → names under `.suffix`, an exact name →
+/// that name (and, by RFC 5280's rule, the names under it), an IP literal → that address. A `*`
+/// pattern cannot be constrained; then the CA gets none (`blockers` says which routes).
+public struct InterceptNameConstraints: Sendable, Equatable {
+  public enum Name: Sendable, Hashable {
+    /// An exact DNS name.
+    case dns(String)
+    /// Names under this suffix (a `*.suffix` pattern), not the suffix itself.
+    case subdomains(String)
+    /// An IPv4 or IPv6 address, canonical text.
+    case ip(String)
+  }
+
+  /// A route pattern that prevents name constraints.
+  public struct Blocker: Sendable, Equatable {
+    public var route: Int
+    public var line: Int
+    public var pattern: String
+  }
+
+  /// Every name the intercept routes need, in file order, without repeats.
+  public var names: [Name] = []
+  public var blockers: [Blocker] = []
+  /// How many routes intercept (deny routes excluded: they never need a leaf).
+  public var interceptRoutes = 0
+
+  /// Constraints can be written: some route intercepts and every intercepted pattern is a domain
+  /// name or an address.
+  public var constrainable: Bool { interceptRoutes > 0 && blockers.isEmpty }
+}
+
+extension ProxyConfig {
+  public var interceptNameConstraints: InterceptNameConstraints {
+    var result = InterceptNameConstraints()
+    for (index, route) in routes.enumerated() where route.intercept && !route.deny {
+      result.interceptRoutes += 1
+      for p in route.patterns {
+        let name: InterceptNameConstraints.Name
+        switch p.host {
+        case .any:
+          result.blockers.append(.init(route: index + 1, line: route.line, pattern: p.description))
+          continue
+        case .suffix(let s):
+          name = .subdomains(s)
+        case .exact(let h):
+          name = IPAddress(h) != nil ? .ip(h) : .dns(h)
+        }
+        if !result.names.contains(name) { result.names.append(name) }
+      }
+    }
+    return result
+  }
 }

@@ -14,6 +14,10 @@ let usage = """
     check    [--config PATH]                  validate the config and print a summary
     explain  URL [--method M] [--mint] [--config PATH]
                                             show which route URL takes and what auth it gets
+    ca       init|export|leaf HOST [--dir D] [--config PATH]
+                                            the local CA for intercept routes
+    trust    [--config PATH] [--shell] [--out DIR]
+                                            what clients need to trust the local CA
     --version                                 print the version
 
   Run `credproxy <command> --help` for a command's options. The config defaults to ./proxy.conf.
@@ -67,7 +71,8 @@ func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
   case "serve", "check", "explain":
     break
   default:
-    throw UsageError(message: "unknown command \"\(command)\"; expected serve, check or explain")
+    throw UsageError(
+      message: "unknown command \"\(command)\"; expected serve, check, explain, ca or trust")
   }
   var options = Options(command: command)
   var rest = args.dropFirst()
@@ -191,6 +196,7 @@ func log(_ message: String) {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.first == "ca" || arguments.first == "trust" { runCACommand(arguments) }
 do {
   guard let options = try parseArguments(arguments) else { exit(0) }
   switch options.command {

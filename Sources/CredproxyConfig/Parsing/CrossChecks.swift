@@ -4,6 +4,31 @@
 // listen address, clients sharing a token.
 
 extension ParseSession {
+  /// `ca-cert` and `ca-key` come together; a CA for intercept routes that include `*` cannot be
+  /// name-constrained, which `check` says per route.
+  mutating func checkLocalCA() {
+    if (config.caCert == nil) != (config.caKey == nil) {
+      let (given, missing, line) =
+        config.caCert != nil
+        ? ("ca-cert", "ca-key", config.caCertLine) : ("ca-key", "ca-cert", config.caKeyLine)
+      errors.append(
+        ConfigDiagnostic(
+          file: file, line: line, column: 1,
+          message:
+            "\(given) without \(missing): the local CA needs both its certificate and its key; expected ca-cert PATH and ca-key PATH (credproxy ca init writes both)"
+        ))
+    }
+    let constraints = config.interceptNameConstraints
+    for b in constraints.blockers {
+      warnings.append(
+        ConfigDiagnostic(
+          file: file, line: b.line, column: 1,
+          message:
+            "route #\(b.route) intercepts \(b.pattern), which cannot be name-constrained: the local CA made by `credproxy ca init` for this config gets no name constraints, so its key could sign a certificate for any site; name the intercepted hosts (exact names or *.suffix) to constrain it"
+        ))
+    }
+  }
+
   mutating func finish() {
     if config.listeners.isEmpty { config.listeners = [ProxyConfig.defaultListener] }
     checkListeners()
@@ -40,6 +65,7 @@ extension ParseSession {
       }
     }
 
+    checkLocalCA()
     for (index, route) in config.routes.enumerated() {
       let info = routeInfos[index]
       let number = index + 1

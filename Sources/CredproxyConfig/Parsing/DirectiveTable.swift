@@ -101,6 +101,12 @@ struct Directive: Sendable {
       .checkedByHandler, repeatable: true
     ) { p, s, _ in p.readListen(s) },
     Directive("ca-file", in: [.top], "ca-file PATH") { p, s, _ in p.readCAFile(s) },
+    Directive("ca-cert", in: [.top], "ca-cert PATH (the local CA's certificate, for intercept)") {
+      p, s, _ in p.readLocalCAPath(s, key: false)
+    },
+    Directive("ca-key", in: [.top], "ca-key PATH (the local CA's private key, for intercept)") {
+      p, s, _ in p.readLocalCAPath(s, key: true)
+    },
     Directive("upstream", in: [.route], "upstream https|http") { $0.readUpstream($1, &$2) },
     Directive("connect-to", in: [.route], "connect-to HOST:PORT") { $0.readConnectTo($1, &$2) },
     Directive(
@@ -194,9 +200,14 @@ struct Directive: Sendable {
     Directive("max-concurrent", in: [.route, .client], "max-concurrent N (e.g. 8)") {
       $0.readMaxConcurrent($1, &$2)
     },
-    Directive("tunnel", in: [.route], "tunnel", .exactly(0)) { _, s, b in
+    Directive("tunnel", in: [.route], "tunnel", .exactly(0)) { p, s, b in
+      if b.route?.route.intercept == true { p.tunnelAndIntercept(s.head) }
       b.route?.route.tunnel = true
       b.route?.info.tunnelToken = s.head
+    },
+    Directive("intercept", in: [.route], "intercept", .exactly(0)) { p, s, b in
+      if b.route?.route.tunnel == true { p.tunnelAndIntercept(s.head) }
+      b.route?.route.intercept = true
     },
     Directive("allow-private", in: [.route], "allow-private", .exactly(0)) { _, _, b in
       b.route?.route.allowPrivate = true

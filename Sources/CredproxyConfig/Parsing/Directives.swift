@@ -170,6 +170,26 @@ extension ParseSession {
     }
   }
 
+  /// `ca-cert PATH` / `ca-key PATH`: the local CA that signs leaves for `intercept` routes.
+  mutating func readLocalCAPath(_ s: Statement, key: Bool) {
+    guard let p = path(s.tokens[1]) else { return }
+    if key {
+      config.caKey = p
+      config.caKeyLine = s.line
+    } else {
+      config.caCert = p
+      config.caCertLine = s.line
+    }
+  }
+
+  /// A route with both `tunnel` and `intercept`.
+  mutating func tunnelAndIntercept(_ t: Token) {
+    error(
+      t,
+      "a route cannot have both tunnel and intercept: tunnel passes the caller's TLS through untouched, intercept terminates it with a leaf from the local CA; expected one of them (give each its own route)"
+    )
+  }
+
   mutating func readLogFormat(_ s: Statement) {
     let t = s.tokens[1]
     if t.keyword == "text" {
