@@ -47,7 +47,7 @@ let package = Package(
       name: "CredproxyCore",
       dependencies: [
         "HTTP1", "CredproxyConfig", "GoogleAuth", "EgressPolicy", "Wire", "CCurl", "CCrypto",
-        "CSystem",
+        "CSystem", "LocalCA",
       ]
     ),
     .executableTarget(

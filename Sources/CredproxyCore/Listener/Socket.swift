@@ -6,6 +6,8 @@ struct SocketError: Error, CustomStringConvertible {
   init(_ what: String, errno code: Int32 = errno) {
     description = "\(what): \(String(cString: strerror(code)))"
   }
+  /// A start-up failure that is not a system call's (no errno text).
+  init(message: String) { description = message }
 }
 
 /// A listening TCP socket. Every event loop binds its own with SO_REUSEPORT, so the kernel spreads

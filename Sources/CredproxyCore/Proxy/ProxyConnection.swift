@@ -206,9 +206,9 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     if let log {
       writeLog(log, status: response.status, bytesIn: bytesIn, bytesOut: 0, error: response.code)
     } else {
-      writeLog(
-        LogContext(method: "-", host: "-", path: "-", startedMs: EventLoop.nowMs()),
-        status: response.status, bytesIn: 0, bytesOut: 0, error: response.code)
+      var unparsed = LogContext(method: "-", host: "-", path: "-", startedMs: EventLoop.nowMs())
+      if intercept != nil { unparsed.via = "intercept" }
+      writeLog(unparsed, status: response.status, bytesIn: 0, bytesOut: 0, error: response.code)
     }
     responseQueued(thenClose: close)
     flush()

@@ -107,7 +107,26 @@ final class ProxyRuntime: Sendable {
     }
     for credential in credentials.values { secrets += Self.secrets(of: credential.source) }
     secretValues = secrets
-    interceptCertificates = nil  // set below when a route intercepts
+    // The local CA for intercept routes: kept across a reload that names the same files (its
+    // leaf cache with it); a CA that cannot be loaded stops the start or the reload.
+    if let files = LocalCAInterception.files(for: config) {
+      if let kept = previous?.interceptCertificates as? LocalCAInterception,
+        kept.certPath == files.cert, kept.keyPath == files.key
+      {
+        interceptCertificates = kept
+      } else {
+        do {
+          interceptCertificates = try LocalCAInterception(certPath: files.cert, keyPath: files.key)
+        } catch {
+          throw SocketError(
+            message:
+              "intercept routes need the local CA: \(error.description) (create one with `credproxy ca init`, or set ca-cert and ca-key)"
+          )
+        }
+      }
+    } else {
+      interceptCertificates = nil
+    }
   }
 
   static func secrets(of source: MintingSource) -> [String] {
