@@ -185,120 +185,37 @@ struct MetadataStub {
   }
 }
 
-/// The metadata-server stub's listener, served on loop 0 like the admin listener: one request per
-/// connection, the admin listener's deadlines (head within 10 s, 5 s idle) checked on the tick,
-/// and at most `maxConnections` open at once.
+/// The metadata-server stub's listener, served on loop 0 like the admin listener (one request
+/// per connection, with `OneRequestServer`'s deadlines and connection cap).
 final class MetadataListener {
-  static let maxConnections = 64
-
   let state: ProxyState
-  unowned let loop: EventLoop
-  private var acceptor: Listener?
-  fileprivate var connections: [ObjectIdentifier: MetadataConnection] = [:]
+  private var server: OneRequestServer?
 
   init(fd: Int32, state: ProxyState, loop: EventLoop) {
     self.state = state
-    self.loop = loop
-    let acceptor = Listener(fd: fd, loop: loop) { [unowned self] client, _ in
-      guard connections.count < Self.maxConnections else {
-        close(client)
-        return
+    server = OneRequestServer(fd: fd, loop: loop) { [unowned self] request in
+      let answer: MetadataStub.Answer
+      switch request {
+      case .failure(let e):
+        answer = MetadataStub.Answer(
+          status: e.status, contentType: "application/text", body: e.reason)
+      case .success(let head):
+        answer = stub.answer(
+          method: head.method, target: head.pathAndQuery, headers: head.headers,
+          now: Date().timeIntervalSince1970)
       }
-      let c = MetadataConnection(fd: client, listener: self)
-      connections[ObjectIdentifier(c)] = c
-      c.start()
-    }
-    acceptor.start()
-    self.acceptor = acceptor
-    loop.addTickHandler { [unowned self] now in
-      for c in Array(connections.values) { c.tick(nowMs: now) }
+      return madeResponse(
+        status: answer.status, contentType: answer.contentType, body: answer.body,
+        headers: [
+          HeaderField(name: MetadataStub.flavorHeader, value: MetadataStub.flavorValue),
+          HeaderField(name: "Server", value: "Metadata Server for VM (credproxy placeholder)"),
+          HeaderField(name: "Cache-Control", value: "no-store"),
+        ], close: true)
     }
   }
 
   var stub: MetadataStub {
     let (email, project) = MetadataStub.identity(state.current)
     return MetadataStub(email: email, projectID: project, numericProjectID: "0")
-  }
-}
-
-final class MetadataConnection: EventHandler {
-  private let fd: Int32
-  private let listener: MetadataListener
-  private let input = ByteBuffer()
-  private let output = ByteBuffer()
-  private var parser = RequestHeadParser()
-  private let startedMs = EventLoop.nowMs()
-  private var lastActivityMs = EventLoop.nowMs()
-  private var headComplete = false
-  private var closed = false
-
-  init(fd: Int32, listener: MetadataListener) {
-    self.fd = fd
-    self.listener = listener
-  }
-
-  func start() {
-    listener.loop.register(fd, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue, handler: self)
-  }
-
-  func tick(nowMs: Int64) {
-    if !headComplete && nowMs - startedMs > AdminListener.headerDeadlineMs { return finish() }
-    if nowMs - lastActivityMs > AdminListener.idleDeadlineMs { return finish() }
-  }
-
-  func handleEvents(fd: Int32, events: UInt32) {
-    if events & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { return finish() }
-    if events & EPOLLOUT.rawValue != 0 { return flush() }
-    if headComplete { return }
-    let n = input.fill(max: 16 * 1024) { Glibc.read(fd, $0, $1) }
-    if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) { return finish() }
-    if n > 0 { lastActivityMs = EventLoop.nowMs() }
-    switch input.withReadableBytes({ parser.parse($0) }) {
-    case .needMore:
-      return
-    case .failed(let e):
-      headComplete = true
-      respond(
-        MetadataStub.Answer(status: e.status, contentType: "application/text", body: e.reason))
-    case .complete(let head, _):
-      headComplete = true
-      respond(
-        listener.stub.answer(
-          method: head.method, target: head.pathAndQuery, headers: head.headers,
-          now: Date().timeIntervalSince1970))
-    }
-  }
-
-  private func respond(_ answer: MetadataStub.Answer) {
-    output.append(
-      madeResponse(
-        status: answer.status, contentType: answer.contentType, body: answer.body,
-        headers: [
-          HeaderField(name: MetadataStub.flavorHeader, value: MetadataStub.flavorValue),
-          HeaderField(name: "Server", value: "Metadata Server for VM (credproxy placeholder)"),
-          HeaderField(name: "Cache-Control", value: "no-store"),
-        ], close: true))
-    flush()
-  }
-
-  private func flush() {
-    while !output.isEmpty {
-      let n = output.drain { Glibc.write(fd, $0, $1) }
-      if n > 0 { lastActivityMs = EventLoop.nowMs() }
-      if n < 0 && errno == EAGAIN {
-        listener.loop.modify(fd, events: EPOLLOUT.rawValue)
-        return
-      }
-      if n <= 0 { break }
-    }
-    finish()
-  }
-
-  private func finish() {
-    guard !closed else { return }
-    closed = true
-    listener.loop.unregister(fd)
-    close(fd)
-    listener.connections[ObjectIdentifier(self)] = nil
   }
 }
