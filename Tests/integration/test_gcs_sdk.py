@@ -63,6 +63,14 @@ t0 = time.monotonic()
 client = storage.Client(project="itest")
 out["api_base_url"] = client._connection.API_BASE_URL
 out["credentials_type"] = type(client._credentials).__module__ + "." + type(client._credentials).__name__
+# Everything the client received from storage (heads, and bodies but the 20 MiB download) goes to
+# stdout, which the test scans for real tokens.
+out["responses"] = []
+def _seen(r, *args, **kwargs):
+    body = r.content if len(r.content) < 65536 else b""
+    out["responses"].append({"url": r.url, "status": r.status_code, "headers": dict(r.headers),
+                             "body": body.decode("utf-8", "replace")})
+client._http.hooks["response"].append(_seen)
 
 bucket = client.create_bucket(bucket_name)
 out["steps"].append("create_bucket")
@@ -203,6 +211,9 @@ def test_storage_sdk_default_endpoint_through_intercept(setup, ca_dir, storage_u
     recs = front.since(before)
     assert not front.errors, front.errors
     assert_all_carry_real_token(recs, sa)
+    # One upstream request per SDK request, all on the default https endpoint.
+    assert len(out["responses"]) == len(recs), (len(out["responses"]), len(recs))
+    assert all(r["url"].startswith(f"https://{HOST}/") for r in out["responses"]), out["responses"]
     summary = [(r.method, r.path.split("?")[0], r.status) for r in recs]
     print("upstream saw:", *[f"  {m} {p[:70]} -> {s}" for m, p, s in summary], sep="\n")
     # The resumable upload: one initiation, then the chunks to the returned Location (8+8+4 MiB).
