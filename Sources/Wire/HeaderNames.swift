@@ -15,9 +15,28 @@ public enum HeaderNames {
   @inlinable
   public static func equal(_ name: String, _ lowercase: String) -> Bool {
     guard name.utf8.count == lowercase.utf8.count else { return false }
+    // Native strings are contiguous UTF-8: compare the bytes directly (this runs for every
+    // header of every request and response; iterating two UTF8Views showed in profiles).
+    if let same = name.utf8.withContiguousStorageIfAvailable({ a in
+      lowercase.utf8.withContiguousStorageIfAvailable { b in foldedEqual(a, b) }
+    }), let same {
+      return same
+    }
     for (c, l) in zip(name.utf8, lowercase.utf8) {
       let folded = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
       if folded != l { return false }
+    }
+    return true
+  }
+
+  @inlinable
+  static func foldedEqual(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool
+  {
+    var i = 0
+    while i < a.count {
+      let c = a[i]
+      if (c >= 0x41 && c <= 0x5A ? c | 0x20 : c) != b[i] { return false }
+      i &+= 1
     }
     return true
   }

@@ -17,7 +17,9 @@ enum ConnectionState {
   case readingHead(startedMs: Int64)
   /// Routed; the broker is minting the route's token. `retrying` is the exchange whose token the
   /// upstream rejected (401 `invalid_token`): its log and kept body go on with the new token.
-  case awaitingToken(Forward, retrying: Exchange?)
+  /// (`indirect`: a `Forward` is large, and every other state would pay for its size on every
+  /// copy of the state.)
+  indirect case awaitingToken(Forward, retrying: Exchange?)
   /// One request/response with the upstream.
   case exchanging(Exchange)
   /// CONNECT allowed; resolving and dialling the target.

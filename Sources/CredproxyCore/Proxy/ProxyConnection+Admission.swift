@@ -160,8 +160,9 @@ extension ProxyConnection {
     let hostForURL = authority.isIPv6 ? "[\(authority.host)]" : authority.host
     record.scheme = route.upstream.rawValue
     let dial = DialCheck(
-      policy: runtime.ssrf, route: route, host: authority.host,
-      report: !enforcing)
+      policy: runtime.ssrf, route: route,
+      routeKey: .init(generation: runtime.generation, index: routeIndex ?? -1),
+      host: authority.host, report: !enforcing)
     var forward = Forward(
       head: head, route: route, log: record,
       origin: "\(route.upstream.rawValue)://\(hostForURL):\(port)",

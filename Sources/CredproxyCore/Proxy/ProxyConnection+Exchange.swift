@@ -81,7 +81,8 @@ extension ProxyConnection {
       caFile: forward.runtime.caFile, caPath: forward.runtime.caPath,
       connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs,
       dialCheck: forward.dial, requestTarget: asksServer ? "*" : nil,
-      credentialNeedsLoopback: token != nil && route.upstream == .http)
+      credentialNeedsLoopback: token != nil && route.upstream == .http,
+      verdicts: context.multi.verdicts)
     let ex =
       exchange
       ?? Exchange(

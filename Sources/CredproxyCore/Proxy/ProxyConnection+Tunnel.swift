@@ -45,7 +45,9 @@ extension ProxyConnection {
     let dialHost = route.connectTo?.host ?? target.host
     let dialPort = route.connectTo?.port ?? port
     let check = DialCheck(
-      policy: runtime.ssrf, route: route, host: target.host,
+      policy: runtime.ssrf, route: route,
+      routeKey: .init(generation: runtime.generation, index: (record.routeNumber ?? 0) - 1),
+      host: target.host,
       report: runtime.config.effectiveMode(route) == .report)
     let upstream = TunnelUpstream(loop: context.loop)
     let tunnel = Tunnel(

@@ -2,6 +2,7 @@ import CredproxyConfig
 import EgressPolicy
 import Foundation
 import HTTP1
+import Synchronization
 
 /// What a route adds to the request, decided once at load time.
 enum AuthInjection: Sendable {
@@ -30,6 +31,10 @@ struct PreparedRoute: Sendable {
 /// The immutable, shared state every loop reads: the config, the routing table with secrets
 /// resolved, TLS trust settings and the access log. Loaded once per config (re)load.
 final class ProxyRuntime: Sendable {
+  /// Which load this is (1, 2, … per process): caches keyed by route use it, so a reload never
+  /// reuses what an older config decided.
+  let generation = ProxyRuntime.generations.add(1, ordering: .relaxed).newValue
+  private static let generations = Atomic<Int>(0)
   let config: ProxyConfig
   let router: Router
   let routes: [PreparedRoute]

@@ -18,6 +18,8 @@ final class CurlMulti: EventHandler {
   /// the object through an unretained pointer, so the multi, not the connection, is the owner
   /// while the handle is added (as corelibs-foundation's _MultiHandle does).
   private var active: [ObjectIdentifier: UpstreamTransfer] = [:]
+  /// Recent per-request address allows on this loop (see `AddressVerdicts`).
+  let verdicts = AddressVerdicts()
 
   init(loop: EventLoop) {
     self.loop = loop

@@ -9,8 +9,15 @@ import Glibc
 /// Built per request but consulted only when curl opens a new connection (reused connections were
 /// vetted when opened), so the host is normalised there, not on every request.
 struct DialCheck: Sendable {
+  /// A route of one loaded config: equal keys mean the same rules.
+  struct RouteKey: Equatable, Sendable {
+    var generation: Int
+    var index: Int
+  }
+
   let policy: SSRFPolicy
   let route: Route
+  let routeKey: RouteKey
   /// The host as the caller named it.
   let host: String
   /// Report mode: log a refusal, dial anyway.

@@ -27,6 +27,8 @@ struct UpstreamRequest {
   var requestTarget: String? = nil
   /// A credential rides on plain http: it may only cross a loopback connection.
   var credentialNeedsLoopback = false
+  /// The loop's recent allows, so keep-alive requests skip re-vetting the same address.
+  var verdicts: AddressVerdicts? = nil
 }
 
 /// The connection side of a transfer. All calls arrive on the loop thread, from curl callbacks.
@@ -91,6 +93,7 @@ final class UpstreamTransfer {
   private var head: UpstreamHeadReader
   private var dialCheck: DialCheck?
   private var credentialNeedsLoopback = false
+  private var verdicts: AddressVerdicts?
   /// Why this transfer was stopped by one of our own checks, and what the caller is told.
   private(set) var refusal: UpstreamError?
   /// Set when report mode let a refused address through.
@@ -164,6 +167,7 @@ final class UpstreamTransfer {
       check("CURLOPT_OPENSOCKETDATA", cp_easy_setopt_ptr(easy, CURLOPT_OPENSOCKETDATA, me))
     }
     credentialNeedsLoopback = r.credentialNeedsLoopback
+    verdicts = r.verdicts
     if r.dialCheck != nil || r.credentialNeedsLoopback {
       // Opening a socket is not enough: curl reuses pooled connections without asking, so the
       // address is vetted again for every request, on the connection it will go out on.
@@ -259,11 +263,23 @@ final class UpstreamTransfer {
 
   /// Every request, new connection or pooled: the address it will actually be sent to.
   fileprivate func onPrerequest(primaryIP: UnsafePointer<CChar>?) -> Int32 {
+    let key = dialCheck.map {
+      AddressVerdicts.Key(
+        route: $0.routeKey, host: $0.host, loopbackOnly: credentialNeedsLoopback)
+    }
+    if let primaryIP, let key, let verdicts, verdicts.allows(primaryIP, key) {
+      return CP_PREREQFUNC_OK
+    }
     guard let text = primaryIP.map(cString), let ip = IPAddress(text) else {
       refusal = UpstreamError(.blockedAddress, message: "the upstream connection has no address")
       return CP_PREREQFUNC_ABORT
     }
-    return permits(ip) ? CP_PREREQFUNC_OK : CP_PREREQFUNC_ABORT
+    guard permits(ip) else { return CP_PREREQFUNC_ABORT }
+    // Remember plain allows only: a report-mode pass must be recorded on every request.
+    if let primaryIP, let key, let verdicts, reportedReason == nil {
+      verdicts.remember(primaryIP, key)
+    }
+    return CP_PREREQFUNC_OK
   }
 
   /// Applies the SSRF rules and the plain-http credential rule to `ip`; records why not.
