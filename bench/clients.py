@@ -299,7 +299,7 @@ async def _load_worker_async(args) -> dict:
     def count(d: dict, k: str) -> None:
         d[k] = d.get(k, 0) + 1
 
-    async def per_request_conn(h: str, p: int) -> None:
+    async def per_request_conn(h: str, p: int, deadline: "float | None" = None) -> None:
         authority = f"{h}:{p}"
         req = _request(args, h, p, path, authority)
         t0 = time.perf_counter()
@@ -308,8 +308,9 @@ async def _load_worker_async(args) -> dict:
             tr, proto = await _open(args, ctx, h, p, authority)
             tr.write(req)
             st, _ = await proto.response()
-            lat.append(time.perf_counter() - t0)
-            count(statuses, str(st))
+            if deadline is None or time.time() <= deadline:  # answered within the measured window
+                lat.append(time.perf_counter() - t0)
+                count(statuses, str(st))
         except (OSError, ssl.SSLError, ValueError, asyncio.TimeoutError) as exc:
             count(errors, f"{type(exc).__name__}: {str(exc)[:80]}")
         finally:
@@ -357,10 +358,10 @@ async def _load_worker_async(args) -> dict:
         if now < start_at:
             await asyncio.sleep(start_at - now)
         while time.time() < stop_at:
-            t_before = len(lat)
-            await per_request_conn(host, port)
-            if len(lat) == t_before and time.time() < stop_at:
-                await asyncio.sleep(0.001)
+            failed_before = sum(errors.values())
+            await per_request_conn(host, port, stop_at)
+            if sum(errors.values()) > failed_before:  # no hot loop against a refusing proxy
+                await asyncio.sleep(0.01)
 
     def cpu() -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
