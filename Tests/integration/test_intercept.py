@@ -253,3 +253,50 @@ def test_clients_identified_by_the_connect(proxy_factory, upstream, ca_dir, toke
         assert "Proxy-Authorization" not in json.dumps(r.json()["headers"])
     line = [l for l in px.stderr_text().splitlines() if f"{token}-alice" in l][-1]
     assert "via=intercept" in line
+
+
+GO_CLIENT = r"""
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+// Go's net/http on its own: HTTPS_PROXY from the environment, SSL_CERT_FILE for the local CA.
+func main() {
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment}}
+	for i := 0; i < 5; i++ {
+		resp, err := client.Get(os.Args[1])
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode)
+	}
+}
+"""
+
+
+def test_go_net_http_through_intercept(px, upstream, ca_dir, token, tmp_path):
+    import shutil
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("go is needed (scripts/test installs golang-go)")
+    src = tmp_path / "main.go"
+    src.write_text(GO_CLIENT)
+    env = client_env(px, ca_dir)
+    env.update(GOCACHE=str(tmp_path / "gocache"), HOME=str(tmp_path), GO111MODULE="off",
+               GOFLAGS="", GOPROXY="off")
+    # Go's ProxyFromEnvironment never proxies localhost; name the target through a route alias.
+    out = subprocess.run([go, "run", str(src), f"https://localhost.:{upstream.port}/echo/{token}-go"],
+                         env=env, capture_output=True, text=True, timeout=110)
+    assert out.stdout.split() == ["200"] * 5, out.stdout + out.stderr[-2000:]
+    seen = upstream.requests_matching(f"{token}-go")
+    assert len(seen) == 5
+    assert all(r.header_values("Authorization") == [f"Bearer {sv.BEARER_TOKEN}"] for r in seen)

@@ -145,8 +145,10 @@ extension ProxyConnection {
   ) {
     var record = start
     record.via = "intercept"
+    // The leaf names the host as routing sees it (lowercase, no trailing dot or brackets).
+    let canonical = CanonicalHost(target.host)
     let leaf: TLSServerContext
-    switch runtime.interceptCertificates?.serverContext(forHost: target.host)
+    switch runtime.interceptCertificates?.serverContext(forHost: String(canonical.text))
       ?? .failure(InterceptCertificateError(message: "no local CA is configured (ca-cert, ca-key)"))
     {
     case .success(let context):
@@ -169,7 +171,6 @@ extension ProxyConnection {
         close: true, log: record)
       return
     }
-    let canonical = CanonicalHost(target.host)
     intercept = InterceptSession(
       host: String(canonical.text), port: port, isIPv6: target.isIPv6, client: record.client)
     pendingTLS = leaf
