@@ -498,7 +498,8 @@ final class PolicyConfigTests: XCTestCase {
     guard case .refuse(_, let r2, nil) = r.decideTunnel(host: "::2", port: 443) else {
       return XCTFail()
     }
-    XCTAssertEqual(r2, "no intercept or tunnel route for \"[::2]:443\": credproxy is deny-by-default")
+    XCTAssertEqual(
+      r2, "no intercept or tunnel route for \"[::2]:443\": credproxy is deny-by-default")
   }
 
   func testDecideWithClient() throws {
