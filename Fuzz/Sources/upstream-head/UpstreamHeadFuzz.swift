@@ -87,10 +87,13 @@ func sanitised(_ s: String) -> String {
 }
 
 extension StringProtocol {
+  /// Trims ASCII bytes in `set` from both ends, on bytes as the reader does (a Character-based
+  /// trim would keep a space that a combining mark follows: one grapheme, two code points).
   func trimmingCharacters(in set: String) -> String {
-    var s = Substring(self)
-    while let f = s.first, set.contains(f) { s = s.dropFirst() }
-    while let l = s.last, set.contains(l) { s = s.dropLast() }
-    return String(s)
+    let trim = Set(set.utf8)
+    var bytes = Array(utf8)[...]
+    while let f = bytes.first, trim.contains(f) { bytes = bytes.dropFirst() }
+    while let l = bytes.last, trim.contains(l) { bytes = bytes.dropLast() }
+    return String(decoding: bytes, as: UTF8.self)
   }
 }
