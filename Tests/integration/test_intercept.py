@@ -19,6 +19,8 @@ from harness import secret_values as sv
 from harness.rawhttp import RawConnection
 from policy_support import (  # noqa: F401 - fixture
     ALICE_PASSWORD,
+    admin_get,
+    admin_port,
     BOB_TOKEN,
     POLICY_ENV,
     basic,
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.timeout(120)
 
 CONF = """\
 listen 127.0.0.1:0
+admin 127.0.0.1:0
 ca-file {ca}
 ca-cert {ca_dir}/ca.pem
 ca-key {ca_dir}/ca-key.pem
@@ -300,3 +303,17 @@ def test_go_net_http_through_intercept(px, upstream, ca_dir, token, tmp_path):
     seen = upstream.requests_matching(f"{token}-go")
     assert len(seen) == 5
     assert all(r.header_values("Authorization") == [f"Bearer {sv.BEARER_TOKEN}"] for r in seen)
+
+
+def test_leaf_cache_counters_in_metrics(px, upstream, ca_dir, token):
+    for i in range(3):
+        r = curl("--proxy", f"http://127.0.0.1:{px.port}", "--cacert", str(ca_dir / "ca.pem"),
+                 f"https://localhost:{upstream.port}/echo/{token}-m{i}")
+        assert r.status == 200, r.stderr
+    text = admin_get(admin_port(px), "/metrics").body.decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("credproxy_intercept_")}
+    # One host intercepted by every test of this module: one leaf, then cache hits.
+    assert values["credproxy_intercept_leaves_minted_total"] == 1, values
+    assert values["credproxy_intercept_leaf_cache_hits_total"] >= 2, values
+    assert values["credproxy_intercept_leaves_cached"] == 1, values

@@ -72,7 +72,10 @@ final class AdminListener {
         status: ready ? 200 : 503, type: "text/plain; charset=utf-8", body: text, head: head)
     case "/metrics":
       return Self.response(
-        status: 200, type: Metrics.contentType, body: state.current.metrics.render(), head: head)
+        status: 200, type: Metrics.contentType,
+        body: state.current.metrics.render()
+          + ((state.current.interceptCertificates as? LocalCAInterception)?.prometheusText ?? ""),
+        head: head)
     case "/status", "/":
       return Self.response(
         status: 200, type: "text/html; charset=utf-8", body: AdminPages.status(state), head: head)

@@ -24,6 +24,26 @@ final class LocalCAInterception: InterceptCertificates {
     return (config.caCert ?? "credproxy-ca/ca.pem", config.caKey ?? "credproxy-ca/ca-key.pem")
   }
 
+  /// The leaf cache in Prometheus text, appended to `/metrics` when a route intercepts.
+  var prometheusText: String {
+    let s = cache.statistics
+    return """
+      # HELP credproxy_intercept_leaves_minted_total Leaf certificates minted by the local CA (first use of a host, renewals, after eviction).
+      # TYPE credproxy_intercept_leaves_minted_total counter
+      credproxy_intercept_leaves_minted_total \(s.minted)
+      # HELP credproxy_intercept_leaf_signing_seconds_total Time spent minting leaves (key signing, certificate, TLS context).
+      # TYPE credproxy_intercept_leaf_signing_seconds_total counter
+      credproxy_intercept_leaf_signing_seconds_total \(Double(s.mintNanoseconds) / 1e9)
+      # HELP credproxy_intercept_leaf_cache_hits_total Intercepted CONNECTs served a cached leaf.
+      # TYPE credproxy_intercept_leaf_cache_hits_total counter
+      credproxy_intercept_leaf_cache_hits_total \(s.hits)
+      # HELP credproxy_intercept_leaves_cached Hosts with a cached leaf now.
+      # TYPE credproxy_intercept_leaves_cached gauge
+      credproxy_intercept_leaves_cached \(s.entries)
+
+      """
+  }
+
   func serverContext(forHost host: String) -> Result<TLSServerContext, InterceptCertificateError> {
     do {
       let shared = try cache.serverContext(forHost: host)
