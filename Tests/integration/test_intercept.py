@@ -314,6 +314,6 @@ def test_leaf_cache_counters_in_metrics(px, upstream, ca_dir, token):
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
               if line.startswith("credproxy_intercept_")}
     # One host intercepted by every test of this module: one leaf, then cache hits.
-    assert values["credproxy_intercept_leaves_minted_total"] == 1, values
+    assert values["credproxy_intercept_leaf_mints_total"] == 1, values
     assert values["credproxy_intercept_leaf_cache_hits_total"] >= 2, values
-    assert values["credproxy_intercept_leaves_cached"] == 1, values
+    assert values["credproxy_intercept_leaf_cache_entries"] == 1, values

@@ -28,18 +28,18 @@ final class LocalCAInterception: InterceptCertificates {
   var prometheusText: String {
     let s = cache.statistics
     return """
-      # HELP credproxy_intercept_leaves_minted_total Leaf certificates minted by the local CA (first use of a host, renewals, after eviction).
-      # TYPE credproxy_intercept_leaves_minted_total counter
-      credproxy_intercept_leaves_minted_total \(s.minted)
+      # HELP credproxy_intercept_leaf_mints_total Leaf certificates minted by the local CA (first use of a host, renewals, after eviction).
+      # TYPE credproxy_intercept_leaf_mints_total counter
+      credproxy_intercept_leaf_mints_total \(s.minted)
       # HELP credproxy_intercept_leaf_signing_seconds_total Time spent minting leaves (key signing, certificate, TLS context).
       # TYPE credproxy_intercept_leaf_signing_seconds_total counter
       credproxy_intercept_leaf_signing_seconds_total \(Double(s.mintNanoseconds) / 1e9)
       # HELP credproxy_intercept_leaf_cache_hits_total Intercepted CONNECTs served a cached leaf.
       # TYPE credproxy_intercept_leaf_cache_hits_total counter
       credproxy_intercept_leaf_cache_hits_total \(s.hits)
-      # HELP credproxy_intercept_leaves_cached Hosts with a cached leaf now.
-      # TYPE credproxy_intercept_leaves_cached gauge
-      credproxy_intercept_leaves_cached \(s.entries)
+      # HELP credproxy_intercept_leaf_cache_entries Hosts with a cached leaf now.
+      # TYPE credproxy_intercept_leaf_cache_entries gauge
+      credproxy_intercept_leaf_cache_entries \(s.entries)
 
       """
   }
