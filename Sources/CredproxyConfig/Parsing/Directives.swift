@@ -74,19 +74,26 @@ extension ParseSession {
 
   // MARK: Top level
 
-  mutating func readListen(_ s: Statement) {
-    if s.tokens.count > 2 {
-      guard s.tokens[2].isKeyword("tls") else {
-        error(
-          s.tokens[2],
-          "unexpected \"\(s.tokens[2].text)\" after the address; expected \(Directive.usage("listen"))"
-        )
-        return
-      }
-      guard arity(s, 2, "listen ADDR:PORT tls CERT-FILE KEY-FILE", skip: 3) else { return }
-    } else {
-      guard arity(s, 1, Directive.usage("listen")) else { return }
+  /// `NAME ADDR:PORT [KEYWORD ARG…]` (listen … tls, admin … token): checks the word after the
+  /// address and the argument count of whichever form this is.
+  mutating func addressForm(
+    _ s: Statement, _ name: String, keyword: String, long: String, longArity: Int
+  ) -> Bool {
+    guard s.tokens.count > 2 else { return arity(s, 1, Directive.usage(name)) }
+    guard s.tokens[2].isKeyword(keyword) else {
+      error(
+        s.tokens[2],
+        "unexpected \"\(s.tokens[2].text)\" after the address; expected \(Directive.usage(name))")
+      return false
     }
+    return arity(s, longArity, long, skip: 3)
+  }
+
+  mutating func readListen(_ s: Statement) {
+    guard
+      addressForm(
+        s, "listen", keyword: "tls", long: "listen ADDR:PORT tls CERT-FILE KEY-FILE", longArity: 2)
+    else { return }
     let t = s.tokens[1]
     guard var addr = bindAddress(t, what: "listen") else { return }
     if addr.port != 0, let first = listenSeen[addr] {
@@ -104,18 +111,9 @@ extension ParseSession {
   }
 
   mutating func readAdmin(_ s: Statement) {
-    if s.tokens.count > 2 {
-      guard s.tokens[2].isKeyword("token") else {
-        error(
-          s.tokens[2],
-          "unexpected \"\(s.tokens[2].text)\" after the address; expected \(Directive.usage("admin"))"
-        )
-        return
-      }
-      guard arity(s, 1, "admin ADDR:PORT token SECRET", skip: 3) else { return }
-    } else {
-      guard arity(s, 1, Directive.usage("admin")) else { return }
-    }
+    guard
+      addressForm(s, "admin", keyword: "token", long: "admin ADDR:PORT token SECRET", longArity: 1)
+    else { return }
     let t = s.tokens[1]
     guard let addr = bindAddress(t, what: "admin") else { return }
     var token: SecretRef?
