@@ -34,11 +34,7 @@ extension ParseSession {
     route: WritableKeyPath<Route, Int?>? = nil
   ) {
     guard let ms = duration(s.tokens[1]) else { return }
-    if b.kind == .top {
-      config[keyPath: top] = ms
-    } else if let route {
-      b.route?.route[keyPath: route] = ms
-    }
+    store(ms, b: &b, top: top, route: route)
   }
 
   /// A size: the default at top level, the route's own in a route.
@@ -47,10 +43,18 @@ extension ParseSession {
     route: WritableKeyPath<Route, UInt64?>? = nil
   ) {
     guard let n = size(s.tokens[1]) else { return }
+    store(n, b: &b, top: top, route: route)
+  }
+
+  /// Where a setting written at top level or in a route goes.
+  private mutating func store<T>(
+    _ value: T, b: inout Block, top: WritableKeyPath<ProxyConfig, T>,
+    route: WritableKeyPath<Route, T?>?
+  ) {
     if b.kind == .top {
-      config[keyPath: top] = n
+      config[keyPath: top] = value
     } else if let route {
-      b.route?.route[keyPath: route] = n
+      b.route?.route[keyPath: route] = value
     }
   }
 
