@@ -12,6 +12,9 @@ static inline long cp_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
   return SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 }
 static inline long cp_ssl_ctx_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
+static inline long cp_ssl_ctx_session_cache_off(SSL_CTX *ctx) {
+  return SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+}
 static const long CP_SSL_MODE_PARTIAL_WRITE = SSL_MODE_ENABLE_PARTIAL_WRITE;
 static const long CP_SSL_MODE_MOVING_BUFFER = SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
 static const long CP_SSL_MODE_RELEASE_BUFFERS = SSL_MODE_RELEASE_BUFFERS;

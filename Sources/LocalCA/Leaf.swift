@@ -44,7 +44,8 @@ public final class Leaf: @unchecked Sendable {
 
   /// A new server `SSL_CTX*` for this host, owned by the caller (`SSL_CTX_free`): the leaf, the
   /// CA as its chain, the leaf key; TLS 1.2 or later; ALPN answers `http/1.1` when the client
-  /// offers it (and nothing otherwise: h2 is never selected); partial and moving-buffer writes
+  /// offers it (and nothing otherwise: h2 is never selected); one session ticket and no server
+  /// session cache; partial and moving-buffer writes
   /// and released buffers, as credproxy's client transport expects. The context holds its own
   /// references to the certificates and key. Not set here: a servername callback
   /// (`cp_ssl_ctx_require_sni_target` in CCrypto) — the caller adds the SNI policy it wants.
@@ -56,6 +57,12 @@ public final class Leaf: @unchecked Sendable {
     cp_ssl_ctx_set_mode(
       ctx, CP_SSL_MODE_PARTIAL_WRITE | CP_SSL_MODE_MOVING_BUFFER | CP_SSL_MODE_RELEASE_BUFFERS)
     cp_ssl_ctx_alpn_http11(ctx)
+    // One TLS 1.3 ticket, not OpenSSL's two: clients that resume (Node's agent, Java, curl
+    // within a process) use one, and each ticket costs a key derivation and an encryption on
+    // every full handshake. No server-side session cache: tickets are stateless, and a cache
+    // per intercepted host would grow with the hosts (and takes a lock shared by the loops).
+    SSL_CTX_set_num_tickets(ctx, 1)
+    cp_ssl_ctx_session_cache_off(ctx)
     guard SSL_CTX_use_certificate(ctx, certificate) == 1,
       SSL_CTX_use_PrivateKey(ctx, privateKey) == 1,
       cp_ssl_ctx_add1_chain_cert(ctx, issuer) == 1,

@@ -317,3 +317,51 @@ def test_leaf_cache_counters_in_metrics(px, upstream, ca_dir, token):
     assert values["credproxy_intercept_leaf_mints_total"] == 1, values
     assert values["credproxy_intercept_leaf_cache_hits_total"] >= 2, values
     assert values["credproxy_intercept_leaf_cache_entries"] == 1, values
+
+
+RESUME_CONF = """\
+listen 127.0.0.1:0
+ca-file {ca}
+ca-cert {ca_dir}/ca.pem
+ca-key {ca_dir}/ca-key.pem
+route localhost:{upstream_port} {
+  intercept
+  auth bearer env:{env_bearer}
+}
+route 127.0.0.1:{upstream_port} {
+  intercept
+  auth bearer env:{env_bearer}
+}
+"""
+
+
+def test_session_resumption_is_per_host(proxy_factory, upstream, ca_dir, token):
+    """credproxy sends one TLS 1.3 ticket per handshake. A client resumes with it on the same host
+    (an abbreviated handshake, the credential still injected), but a ticket from one intercepted
+    host never resumes a session for another: each host's context has its own ticket keys, so the
+    binding of CONNECT target, SNI and leaf holds for resumed sessions too."""
+    proxy_factory.values["ca_dir"] = ca_dir
+    px = proxy_factory(RESUME_CONF)
+    ctx = ca_context(ca_dir)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+
+    def one(authority: str, host: str, session=None):
+        conn, resp = connect_tunnel(px.port, authority)
+        with conn:
+            assert resp.status == 200, resp
+            conn.sock.settimeout(10)
+            conn.sock = ctx.wrap_socket(conn.sock, server_hostname=host, session=session)
+            r = conn.request("GET", f"/echo/{token}-{host}", [("Host", authority)])
+            assert r.status == 200, r
+            # TLS 1.3 tickets arrive after the handshake: the response has been read by now.
+            return conn.sock.session, conn.sock.session_reused
+
+    first, reused = one(f"localhost:{upstream.port}", "localhost")
+    assert not reused and first is not None and first.has_ticket
+    _, reused = one(f"localhost:{upstream.port}", "localhost", first)
+    assert reused, "a ticket from this host should resume a session on it"
+    _, reused = one(f"127.0.0.1:{upstream.port}", "127.0.0.1", first)
+    assert not reused, "a ticket minted for localhost resumed a session for 127.0.0.1"
+    seen = upstream.requests_matching(token)
+    assert len(seen) == 3
+    assert all(r.header_values("Authorization") == [f"Bearer {sv.BEARER_TOKEN}"] for r in seen)
