@@ -1,0 +1,3 @@
+module credproxy.local/bench/loadgen
+
+go 1.19
