@@ -554,6 +554,17 @@ public struct InterceptNameConstraints: Sendable, Equatable {
 }
 
 extension ProxyConfig {
+  /// Where `credproxy ca init` puts the CA when neither `ca-cert`/`ca-key` nor `--dir` says.
+  public static let defaultCAFiles = (cert: "credproxy-ca/ca.pem", key: "credproxy-ca/ca-key.pem")
+
+  /// The CA files this config signs leaves with: `ca-cert`/`ca-key`, else the default place.
+  public var caFiles: (cert: String, key: String) {
+    (caCert ?? Self.defaultCAFiles.cert, caKey ?? Self.defaultCAFiles.key)
+  }
+
+  /// Whether any (non-deny) route intercepts, so the proxy needs its local CA.
+  public var intercepts: Bool { routes.contains { $0.intercept && !$0.deny } }
+
   public var interceptNameConstraints: InterceptNameConstraints {
     var result = InterceptNameConstraints()
     for (index, route) in routes.enumerated() where route.intercept && !route.deny {

@@ -106,8 +106,7 @@ func caConfig(_ o: CAOptions) -> (config: ProxyConfig?, path: String?) {
 /// Where the CA's files are: --dir, else ca-cert/ca-key, else ./credproxy-ca/.
 func caPaths(_ o: CAOptions, _ config: ProxyConfig?) -> (cert: String, key: String) {
   if let dir = o.dir { return (dir + "/ca.pem", dir + "/ca-key.pem") }
-  if let c = config?.caCert, let k = config?.caKey { return (c, k) }
-  return ("credproxy-ca/ca.pem", "credproxy-ca/ca-key.pem")
+  return config?.caFiles ?? ProxyConfig.defaultCAFiles
 }
 
 func absolute(_ path: String) -> String {
@@ -236,4 +235,64 @@ func trust(_ o: CAOptions, _ paths: (cert: String, key: String), _ config: Proxy
     print(text, terminator: "")
   }
   exit(0)
+}
+
+/// `check`'s view of the local CA when some route intercepts: which CA, until when, its name
+/// constraints, and a warning for every intercepted host it cannot sign for (clients would reject
+/// the leaf: the CA was made for another config) or when it expires within 30 days.
+func localCACheck(_ config: ProxyConfig) -> CheckReport.LocalCASection? {
+  guard config.intercepts else { return nil }
+  let files = config.caFiles
+  guard FileManager.default.isReadableFile(atPath: files.cert),
+    FileManager.default.isReadableFile(atPath: files.key)
+  else {
+    return .init(lines: ["not loaded: its files cannot be read (see the warnings)"], warnings: [])
+  }
+  let ca: LocalCA
+  do {
+    ca = try LocalCA.load(certPath: files.cert, keyPath: files.key)
+  } catch {
+    return .init(
+      lines: ["not loaded"],
+      warnings: ["the local CA cannot be loaded: \(error); serve refuses to start without it"])
+  }
+  var lines = ["subject: \(ca.subject)", "valid until: \(LocalCA.dateText(ca.notAfter))"]
+  lines.append(
+    "name constraints: "
+      + (ca.nameConstraints ?? "none (its key can sign for any site; see `credproxy ca init`)"))
+  var warnings: [String] = []
+  if ca.notAfter - Int(time(nil)) < 30 * 86_400 {
+    warnings.append(
+      "the local CA expires on \(LocalCA.dateText(ca.notAfter)); make a new one (credproxy ca init --force) and distribute it with credproxy trust"
+    )
+  }
+  var checked = 0
+  for (i, route) in config.routes.enumerated() where route.intercept && !route.deny {
+    for pattern in route.patterns {
+      let host: String
+      switch pattern.host {
+      case .any: continue
+      case .exact(let h): host = h
+      case .suffix(let s): host = "check." + s
+      }
+      checked += 1
+      let why: String?
+      do {
+        why = try ca.leaf(for: host).verificationError()
+      } catch {
+        why = error.description
+      }
+      if let why {
+        warnings.append(
+          "route #\(i + 1) (line \(route.line)) intercepts \(pattern), but a leaf the local CA signs for \(host) does not verify (\(why)): clients will reject it; make the CA for this config (credproxy ca init --force --config …) and run credproxy trust again"
+        )
+      }
+    }
+  }
+  let failing = warnings.count { $0.hasPrefix("route #") }
+  lines.append(
+    failing == 0
+      ? "signs for: every intercepted pattern (\(checked) checked with a test leaf)"
+      : "signs for: \(checked - failing) of \(checked) intercepted patterns (see the warnings)")
+  return .init(lines: lines, warnings: warnings)
 }

@@ -205,7 +205,9 @@ do {
   case "check":
     let config = load(options.config)
     print(
-      CheckReport.render(config, environment: ProcessInfo.processInfo.environment), terminator: "")
+      CheckReport.render(
+        config, environment: ProcessInfo.processInfo.environment, localCA: localCACheck(config)),
+      terminator: "")
     exit(0)
   case "explain":
     let config = load(options.config)

@@ -267,3 +267,56 @@ def test_check_requires_both_and_warns_when_constraints_are_impossible(cli, tmp_
         in r.stdout
     text = openssl("x509", "-in", str(tmp_path / "ca" / "ca.pem"), "-noout", "-text").stdout
     assert "Name Constraints" not in text
+
+
+def test_check_shows_the_ca_and_warns_about_hosts_it_cannot_sign_for(ca, cli, tmp_path):
+    d, _ = ca
+    conf = tmp_path / "proxy.conf"  # the config the CA was made (and name-constrained) for
+    r = cli("check", "--config", str(conf), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "interception: 2 routes terminate CONNECT with leaves from the local CA " \
+           "(ca-cert credproxy-ca/ca.pem, ca-key credproxy-ca/ca-key.pem)" in out
+    assert "local CA:\n  subject: CN=credproxy local CA" in out
+    assert "name constraints: Permitted: DNS:.googleapis.com" in out
+    assert "signs for: every intercepted pattern (4 checked with a test leaf)" in out
+    assert "metadata-server: off" in out
+    assert "warning:" not in out and out.rstrip().endswith(", 0 warnings")
+    policy = out[out.index("route policy:"):]
+    assert "intercept" in policy.splitlines()[2]
+
+    # The config grows a host the CA was not made for: check says clients will reject its leaf.
+    conf.write_text(CONSTRAINED + "route storage.example.net {\n  intercept\n  auth none\n}\n"
+                    "metadata-server 127.0.0.1:0\n")
+    r = cli("check", "--config", str(conf), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "signs for: 4 of 5 intercepted patterns (see the warnings)" in r.stdout
+    assert "warning: route #4 (line 12) intercepts storage.example.net, but a leaf the local CA signs " \
+           "for storage.example.net does not verify (permitted subtree violation): clients will reject it" \
+           in r.stdout
+    assert "metadata-server: 127.0.0.1:0 (GCE metadata stub: placeholder tokens only" in r.stdout
+    assert_no_key([r.stdout, r.stderr], d / "ca-key.pem")
+
+    # No CA at all: check names the missing files instead of failing.
+    r = cli("check", "--config", str(conf), cwd=tmp_path / "credproxy-ca")
+    assert r.returncode == 0, r.stderr
+    assert "ca-cert credproxy-ca/ca.pem cannot be read; serve refuses to start without the local CA " \
+           "(make one with: credproxy ca init)" in r.stdout
+
+
+def test_explain_says_how_an_https_client_reaches_the_route(cli, tmp_path):
+    conf = tmp_path / "proxy.conf"
+    conf.write_text(CONSTRAINED + "route tunnelled.example.org {\n  tunnel\n}\n")
+    r = cli("explain", "--config", str(conf), "https://storage.googleapis.com/b/x")
+    assert r.returncode == 0, r.stderr
+    assert "a client using https:// with HTTPS_PROXY sends CONNECT to port 443: intercepted by route #1" \
+        in r.stdout
+    r = cli("explain", "--config", str(conf), "https://other.example.org/x")
+    assert "sends CONNECT to port 443: refused (403 tunnel_denied); only an absolute-form http:// request " \
+           "gets this answer" in r.stdout
+    r = cli("explain", "--config", str(conf), "--method", "CONNECT", "https://api.example.com")
+    assert "allowed: intercept" in r.stdout
+    assert "auth: chosen by each inner request's route, never by the CONNECT" in r.stdout
+    assert "bound to api.example.com:443 (another authority gets 421 misdirected)" in r.stdout
+    r = cli("explain", "--config", str(conf), "--method", "CONNECT", "https://tunnelled.example.org")
+    assert "allowed: tunnel" in r.stdout and "no credential is added" in r.stdout

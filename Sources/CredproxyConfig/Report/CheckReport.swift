@@ -12,6 +12,16 @@ extension ProxyConfig {
     if let caFile, !FileManager.default.isReadableFile(atPath: caFile) {
       add(caFileLine, "ca-file \(caFile) cannot be read")
     }
+    if intercepts {
+      for (what, path, line) in [
+        ("ca-cert", caFiles.cert, caCertLine), ("ca-key", caFiles.key, caKeyLine),
+      ] where !FileManager.default.isReadableFile(atPath: path) {
+        add(
+          line,
+          "\(what) \(path) cannot be read; serve refuses to start without the local CA (make one with: credproxy ca init)"
+        )
+      }
+    }
     for (i, route) in routes.enumerated() where !route.deny {
       if let secret = route.auth.secret, let problem = secret.problem(environment: environment) {
         add(
@@ -65,7 +75,21 @@ extension ProxyConfig {
 /// The text `credproxy check` prints for a config that loaded: what the proxy will do, then
 /// `warning:` lines. Names secret sources, never values.
 public enum CheckReport {
-  public static func render(_ config: ProxyConfig, environment: [String: String]) -> String {
+  /// What the CLI learned by loading the local CA (the config module does not read keys): lines
+  /// for the report's `local CA:` section and warnings (an intercepted host the CA cannot sign
+  /// for, a CA about to expire).
+  public struct LocalCASection: Sendable {
+    public var lines: [String]
+    public var warnings: [String]
+    public init(lines: [String], warnings: [String]) {
+      self.lines = lines
+      self.warnings = warnings
+    }
+  }
+
+  public static func render(
+    _ config: ProxyConfig, environment: [String: String], localCA: LocalCASection? = nil
+  ) -> String {
     var lines: [String] = []
     lines.append("\(config.sourcePath): configuration is valid")
     lines.append("")
@@ -106,6 +130,25 @@ public enum CheckReport {
       lines.append("admin: off")
     }
     lines.append("shutdown-timeout: \(Format.duration(config.shutdownTimeoutMs))")
+    let intercepting = config.routes.filter { $0.intercept && !$0.deny }.count
+    if intercepting > 0 {
+      let files = config.caFiles
+      lines.append(
+        "interception: \(intercepting) route\(intercepting == 1 ? " terminates" : "s terminate") CONNECT with leaves from the local CA (ca-cert \(Format.word(files.cert)), ca-key \(Format.word(files.key)))"
+      )
+    } else {
+      lines.append("interception: off (no intercept routes)")
+    }
+    lines.append(
+      "metadata-server: "
+        + (config.metadataServer.map {
+          "\($0) (GCE metadata stub: placeholder tokens only, replaced on Google-auth routes)"
+        } ?? "off"))
+    if let localCA {
+      lines.append("")
+      lines.append("local CA:")
+      lines += localCA.lines.map { "  " + $0 }
+    }
     lines.append("")
 
     if config.clients.isEmpty {
@@ -149,7 +192,7 @@ public enum CheckReport {
       lines += Format.table(rows)
       lines.append("")
       lines.append("route policy:")
-      var policy = [["#", "clients", "rate", "max-concurrent", "tunnel", "allow-private", "mode"]]
+      var policy = [["#", "clients", "rate", "max-concurrent", "connect", "allow-private", "mode"]]
       let everyone = config.clients.isEmpty ? "anyone" : "every client"
       for (i, r) in config.routes.enumerated() {
         policy.append([
@@ -157,7 +200,7 @@ public enum CheckReport {
           r.allow.map { $0.joined(separator: ",") } ?? everyone,
           r.rate?.description ?? "-",
           r.maxConcurrent.map(String.init) ?? "-",
-          r.tunnel ? "tunnel" : "-",
+          r.intercept ? "intercept" : r.tunnel ? "tunnel" : "-",
           r.allowPrivate ? "allow-private" : "-",
           config.effectiveMode(r).rawValue,
         ])
@@ -188,7 +231,9 @@ public enum CheckReport {
       lines += Format.table(rows)
     }
 
-    let warnings = config.warnings + config.secretWarnings(environment: environment)
+    let warnings =
+      (config.warnings + config.secretWarnings(environment: environment)).map(\.description)
+      + (localCA?.warnings ?? [])
     if !warnings.isEmpty {
       lines.append("")
       for w in warnings { lines.append("warning: \(w)") }

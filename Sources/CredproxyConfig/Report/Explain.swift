@@ -91,10 +91,21 @@ public enum Explain {
 
     case .forward(let match) where tunnel:
       lines.append(routeLine(match))
-      lines.append("allowed: tunnel")
       let target = parts.isIPv6 ? "[\(parts.host)]:\(tunnelPort)" : "\(parts.host):\(tunnelPort)"
-      lines.append("  dials: \(match.route.connectTo?.description ?? target)")
-      lines.append("  auth: none (a tunnel carries the caller's own TLS; no credential is added)")
+      if match.route.intercept {
+        lines.append("allowed: intercept")
+        lines.append(
+          "  TLS: terminated by credproxy with a leaf for \(shownHost) from the local CA (\(Format.word(config.caFiles.cert)))"
+        )
+        lines.append(
+          "  inner requests: each routed as a plain request would be, bound to \(target) (another authority gets 421 misdirected); explain https://\(target)/PATH for each"
+        )
+        lines.append("  auth: chosen by each inner request's route, never by the CONNECT")
+      } else {
+        lines.append("allowed: tunnel")
+        lines.append("  dials: \(match.route.connectTo?.description ?? target)")
+        lines.append("  auth: none (a tunnel carries the caller's own TLS; no credential is added)")
+      }
       lines.append(contentsOf: policyLines(config, match.route))
       if let client { lines.append("  client \(Format.word(client)): allowed") }
       return (lines.joined(separator: "\n") + "\n", true)
@@ -112,6 +123,9 @@ public enum Explain {
       lines.append("allowed: forwarded")
       if let client, !config.clients.isEmpty {
         lines.append("  client \(Format.word(client)): allowed")
+      }
+      if parts.scheme == "https" {
+        lines.append("  " + httpsProxyLine(router, parts, client: checkedClient))
       }
       let upstreamURL = route.upstreamURL(
         host: parts.host, explicitPort: parts.port, pathAndQuery: parts.pathAndQuery)
@@ -171,6 +185,30 @@ public enum Explain {
     }
   }
 
+  /// How a client with `HTTPS_PROXY` reaches an `https://` URL: it sends CONNECT, and only an
+  /// intercepted CONNECT lets credproxy add the credential to the request inside.
+  private static func httpsProxyLine(_ router: Router, _ parts: URLParts, client: String??)
+    -> String
+  {
+    let port = parts.port ?? 443
+    let decision =
+      switch client {
+      case .some(let c): router.decideTunnel(host: parts.host, port: port, client: c)
+      case .none: router.decideTunnel(host: parts.host, port: port)
+      }
+    let connect = "a client using https:// with HTTPS_PROXY sends CONNECT to port \(port):"
+    switch decision {
+    case .forward(let m) where m.route.intercept:
+      return "\(connect) intercepted by route #\(m.number), so the request inside gets this answer"
+    case .forward(let m):
+      return
+        "\(connect) relayed untouched by route #\(m.number) (tunnel), so the request inside gets NO credential; make that route intercept"
+    case .refuse(let code, _, _):
+      return
+        "\(connect) refused (\(code.status) \(code)); only an absolute-form http:// request gets this answer, unless a route for the host intercepts"
+    }
+  }
+
   /// Who may use the route and how often.
   private static func policyLines(_ config: ProxyConfig, _ route: Route) -> [String] {
     var out: [String] = []
@@ -186,6 +224,9 @@ public enum Explain {
     out.append("  mode: \(config.effectiveMode(route).rawValue)")
     if route.allowPrivate { out.append("  allow-private: private addresses may be dialled") }
     if route.tunnel { out.append("  tunnel: CONNECT to this route's host and port is allowed") }
+    if route.intercept {
+      out.append("  intercept: CONNECT to this route's hosts is terminated with the local CA")
+    }
     return out
   }
 

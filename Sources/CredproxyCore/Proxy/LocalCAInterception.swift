@@ -20,8 +20,7 @@ final class LocalCAInterception: InterceptCertificates {
   /// The CA files a config uses for interception: `ca-cert`/`ca-key`, else `credproxy ca init`'s
   /// default place; nil when no route intercepts.
   static func files(for config: ProxyConfig) -> (cert: String, key: String)? {
-    guard config.routes.contains(where: { $0.intercept && !$0.deny }) else { return nil }
-    return (config.caCert ?? "credproxy-ca/ca.pem", config.caKey ?? "credproxy-ca/ca-key.pem")
+    config.intercepts ? config.caFiles : nil
   }
 
   /// The leaf cache in Prometheus text, appended to `/metrics` when a route intercepts.
