@@ -184,21 +184,7 @@ public enum QueryRedactor {
 
   static func percentDecoded<S: StringProtocol>(_ s: S) -> String {
     guard s.utf8.contains(0x25) || s.utf8.contains(0x2B) else { return String(s) }
-    var bytes: [UInt8] = []
-    var it = Array(s.utf8)[...]
-    while let b = it.popFirst() {
-      if b == 0x2B {
-        bytes.append(0x20)
-      } else if b == 0x25, it.count >= 2, let h = Hex.value(it[it.startIndex]),
-        let l = Hex.value(it[it.startIndex + 1])
-      {
-        bytes.append(h << 4 | l)
-        it = it.dropFirst(2)
-      } else {
-        bytes.append(b)
-      }
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    return String(decoding: PercentDecoding.decode(s.utf8, plusAsSpace: true), as: UTF8.self)
   }
 }
 

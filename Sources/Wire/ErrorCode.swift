@@ -91,7 +91,7 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
       return "a minted token would go over plain http on a connection that is not loopback"
     case .placeholderCredential:
       return
-        "a placeholder from metadata-server reached a route without Google auth; not forwarded"
+        "a placeholder from metadata-server was sent where no route replaces it (another route, another header, the path or query); not forwarded"
     case .proxyAuthRequired: return "clients are defined and the caller identified as none"
     case .rateLimited: return "over the route's rate (with Retry-After)"
     case .tooManyConcurrent: return "over a max-concurrent limit"

@@ -232,6 +232,19 @@ def test_placeholder_elsewhere_is_refused_and_never_forwarded(setup, gup, token,
     assert gup.matching(token) == [], "the upstream saw a refused request"
 
 
+@pytest.mark.parametrize("prefix", ["/plain", "/google"])
+@pytest.mark.parametrize("encode", [False, True])
+@pytest.mark.parametrize("kind", ["access", "id"])
+def test_placeholder_in_the_query_is_refused_and_never_forwarded(setup, gup, token, prefix, encode, kind):
+    # Google APIs read `?access_token=`; nothing replaces a token in the query, on any route.
+    t = placeholder(setup, kind)
+    q = "".join(f"%{b:02X}" for b in t.encode()) if encode else t
+    r = fetch(setup["px"], gup.url(f"{prefix}/{token}?alt=json&access_token={q}"))
+    assert_error(r, 403, "placeholder_credential", "request target")
+    assert t not in r.text
+    assert gup.matching(token) == [], "the upstream saw a refused request"
+
+
 def test_placeholder_in_connect_is_refused(setup, gup):
     t = placeholder(setup)
     with RawConnection(setup["px"].port, timeout=10) as c:

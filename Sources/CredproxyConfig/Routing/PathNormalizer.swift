@@ -212,21 +212,5 @@ extension PathNormalizer {
   }
 
   /// One pass of percent-decoding; invalid escapes stay as they are.
-  static func percentDecode(_ bytes: [UInt8]) -> [UInt8] {
-    var out: [UInt8] = []
-    out.reserveCapacity(bytes.count)
-    var i = 0
-    while i < bytes.count {
-      if bytes[i] == 0x25, i + 2 < bytes.count, let h = Hex.value(bytes[i + 1]),
-        let l = Hex.value(bytes[i + 2])
-      {
-        out.append(h << 4 | l)
-        i += 3
-      } else {
-        out.append(bytes[i])
-        i += 1
-      }
-    }
-    return out
-  }
+  static func percentDecode(_ bytes: [UInt8]) -> [UInt8] { PercentDecoding.decode(bytes) }
 }

@@ -128,11 +128,14 @@ enum PlaceholderVerdict: Equatable {
   /// Found only where the route's minted token replaces them: forward this head, which lacks
   /// the caller's fields that carried one.
   case forward(RequestHead)
-  /// Found where nothing replaces it: refuse; `field` names the header (never its value).
+  /// Found where nothing replaces it: refuse; `field` names the header, or says "request
+  /// target" (never the value).
   case refuse(field: String)
 }
 
 enum PlaceholderScreen {
+  /// The `field` of a refusal for a placeholder in the path or query.
+  static let requestTarget = "request target"
   /// - Parameter injected: the header the route's minted Google token goes in, lowercase (nil: the route
   ///   mints nothing). A placeholder there, or in `Authorization`, is dropped (the caller's
   ///   `Authorization` must not travel next to an `X-Serverless-Authorization` token); in any other
@@ -143,6 +146,17 @@ enum PlaceholderScreen {
     now: Double = Date().timeIntervalSince1970
   ) -> PlaceholderVerdict {
     guard !registry.isEmpty else { return .clean }
+    // The path and query are forwarded as sent (`?access_token=` is a Google API parameter), so a
+    // placeholder there is refused; read percent-decoded too, as an upstream would.
+    let target = head.pathAndQuery
+    if carriesPlaceholder(target, registry: registry, now: now)
+      || (target.utf8.contains(0x25)
+        && carriesPlaceholder(
+          String(decoding: PercentDecoding.decode(target.utf8), as: UTF8.self), registry: registry,
+          now: now))
+    {
+      return .refuse(field: Self.requestTarget)
+    }
     var drop: [Int] = []
     for (i, h) in head.headers.enumerated() {
       if HeaderPolicy.nameIs(h.name, "proxy-authorization") { continue }
@@ -210,7 +224,7 @@ extension ProxyConnection {
         ErrorResponse(
           code: .placeholderCredential,
           message:
-            "the \(field) header carries a placeholder token from credproxy's metadata server; it is replaced by a real token only in Authorization (or the auth-header) of a route with Google auth, and is never forwarded"
+            "the \(field == PlaceholderScreen.requestTarget ? field : field + " header") carries a placeholder token from credproxy's metadata server; it is replaced by a real token only in Authorization (or the auth-header) of a route with Google auth, and is never forwarded"
         ),
         close: !keepOpen, log: record)
       return nil
