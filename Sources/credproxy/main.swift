@@ -18,6 +18,8 @@ let usage = """
                                             the local CA for intercept routes
     trust    [--config PATH] [--shell] [--out DIR]
                                             what clients need to trust the local CA
+    report   [--config PATH] [--since D] [--format json] AUDIT.jsonl…
+                                            what clients used, and a tightened config
     --version                                 print the version
 
   Run `credproxy <command> --help` for a command's options. The config defaults to ./proxy.conf.
@@ -72,7 +74,8 @@ func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
     break
   default:
     throw UsageError(
-      message: "unknown command \"\(command)\"; expected serve, check, explain, ca or trust")
+      message: "unknown command \"\(command)\"; expected serve, check, explain, report, ca or trust"
+    )
   }
   var options = Options(command: command)
   var rest = args.dropFirst()
@@ -197,6 +200,7 @@ func log(_ message: String) {
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "ca" || arguments.first == "trust" { runCACommand(arguments) }
+if arguments.first == "report" { runReportCommand(arguments) }
 do {
   guard let options = try parseArguments(arguments) else { exit(0) }
   switch options.command {
