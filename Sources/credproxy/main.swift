@@ -10,7 +10,8 @@ let usage = """
   usage: credproxy <command> [options]
 
   commands:
-    serve    [--config PATH] [--threads N]    run the proxy
+    serve    [--config PATH] [--threads N] [--watch-config]
+                                            run the proxy
     check    [--config PATH]                  validate the config and print a summary
     explain  URL [--method M] [--mint] [--config PATH]
                                             show which route URL takes and what auth it gets
@@ -27,12 +28,15 @@ let usage = """
 
 let helpTexts: [String: String] = [
   "serve": """
-  usage: credproxy serve [--config PATH] [--threads N]
+  usage: credproxy serve [--config PATH] [--threads N] [--watch-config]
 
   Runs the proxy with the given config (default ./proxy.conf). Prints
   `credproxy: listening on ADDR:PORT` on stderr for each listener once it accepts connections.
-  --threads N   event loop threads (default: one per core)
-  SIGTERM or SIGINT stops it.
+  --threads N      event loop threads (default: one per core)
+  --watch-config   reload when the config file changes (inotify on its directory, so editors'
+                   rename-over and Kubernetes ConfigMap updates count); same as SIGHUP
+  SIGHUP reloads the config (a bad one is refused, the running one kept). SIGTERM or SIGINT
+  stops it.
   """,
   "check": """
   usage: credproxy check [--config PATH]
@@ -59,6 +63,7 @@ struct Options {
   var threads: Int?
   var url: String?
   var mint = false
+  var watchConfig = false
 }
 
 func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
@@ -94,6 +99,8 @@ func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
       options.method = try value(arg).uppercased()
     case "--mint" where command == "explain":
       options.mint = true
+    case "--watch-config" where command == "serve":
+      options.watchConfig = true
     case "--threads" where command == "serve":
       let text = try value(arg)
       guard let n = Int(text), n > 0, n <= 256 else {
@@ -169,6 +176,14 @@ func serve(_ options: Options) -> Never {
     FileHandle.standardError.write(Data("credproxy: listening on \(address)\n".utf8))
   }
   if let admin = server.adminAddress { log("admin listening on \(admin)") }
+  if options.watchConfig {
+    do {
+      try ConfigWatcher(path: options.config).start()
+      log("watching \(options.config): a change reloads it")
+    } catch {
+      fail("credproxy: --watch-config: \(error.message)", code: 1)
+    }
+  }
   var shutdownTimeout = Double(config.shutdownTimeoutMs) / 1000
   while true {
     var signal: Int32 = 0
