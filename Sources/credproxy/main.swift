@@ -21,6 +21,7 @@ let usage = """
                                             what clients need to trust the local CA
     report   [--config PATH] [--since D] [--format json] AUDIT.jsonl…
                                             what clients used, and a tightened config
+    probe    URL [--token-env NAME]           GET an admin URL; exit 0 on 2xx (exec probes)
     --version                                 print the version
 
   Run `credproxy <command> --help` for a command's options. The config defaults to ./proxy.conf.
@@ -79,7 +80,8 @@ func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
     break
   default:
     throw UsageError(
-      message: "unknown command \"\(command)\"; expected serve, check, explain, report, ca or trust"
+      message:
+        "unknown command \"\(command)\"; expected serve, check, explain, report, probe, ca or trust"
     )
   }
   var options = Options(command: command)
@@ -216,6 +218,7 @@ func log(_ message: String) {
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "ca" || arguments.first == "trust" { runCACommand(arguments) }
 if arguments.first == "report" { runReportCommand(arguments) }
+if arguments.first == "probe" { runProbeCommand(arguments) }
 do {
   guard let options = try parseArguments(arguments) else { exit(0) }
   switch options.command {
