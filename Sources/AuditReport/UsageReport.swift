@@ -99,7 +99,9 @@ public struct UsageReport {
         out += "    first \(Self.time(u.first))  last \(Self.time(u.last))\n"
         for (hp, tree) in u.paths.sorted(by: { $0.key < $1.key }) {
           out += "    \(hp)  (\(tree.count))\n"
-          for line in tree.collapsed(fanout: Tightening.fanout).lines() {
+          // A tunnel (or only `/`) has no path worth a line of its own.
+          for line in tree.collapsed(fanout: Tightening.fanout).lines() where !tree.children.isEmpty
+          {
             out +=
               String(repeating: "  ", count: line.depth + 3) + "\(line.path)  (\(line.count))\n"
           }
