@@ -94,7 +94,8 @@ struct ProbeTarget {
       return .failure(ProbeError(message: "cannot resolve \(host)"))
     }
     defer { freeaddrinfo(list) }
-    let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+    let fd = socket(first.pointee.ai_family, type, 0)
     guard fd >= 0 else { return .failure(ProbeError(message: "socket: \(errnoText())")) }
     defer { close(fd) }
     var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
