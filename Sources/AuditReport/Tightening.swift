@@ -90,10 +90,10 @@ public enum Tightening {
           if let m = g.methods { what += ", methods \(m.joined(separator: " "))" }
           changes.append(what)
         }
-        out += [
-          "\(mark) the rest of what route #\(number) matched is refused",
-          "route \(was) {", "\(indent)deny", "}",
-        ]
+        out += ["\(mark) the rest of what route #\(number) matched is refused", "route \(was) {"]
+        // A route still rolling out in report mode keeps reporting, not refusing.
+        if route.mode == .report { out.append("\(indent)mode report") }
+        out += ["\(indent)deny", "}"]
         changes.append("route #\(number) \(route.name): the rest refused (deny route added)")
         replacements.append((block.startLine, block.endLine, out))
         continue

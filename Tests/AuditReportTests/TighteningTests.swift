@@ -158,4 +158,20 @@ final class TighteningTests: XCTestCase {
     XCTAssertEqual(p.text, text)
     XCTAssertEqual(p.changes, [])
   }
+  func testReportModeRouteKeepsReportingWhatItNoLongerAllows() throws {
+    let text = """
+      route *.example.com {
+        auth none
+        mode report
+      }
+
+      """
+    let parsed = try ConfigParser.parse(text: text, path: "proxy.conf")
+    let usage = UsageCollector(since: nil)
+    usage.add(entry("x", "GET", "a.example.com", "/v1/items", route: 1))
+    let p = Tightening.propose(config: parsed, text: text, usage: usage, window: "w")
+    XCTAssertNil(p.validationErrors, p.validationErrors ?? "")
+    XCTAssertTrue(p.text.contains("route a.example.com/v1/items {"), p.text)
+    XCTAssertTrue(p.text.contains("route *.example.com {\n  mode report\n  deny\n}"), p.text)
+  }
 }
