@@ -11,6 +11,7 @@ let package = Package(
     .library(name: "HTTP1", targets: ["HTTP1"]),
     .library(name: "CredproxyConfig", targets: ["CredproxyConfig"]),
     .library(name: "EgressPolicy", targets: ["EgressPolicy"]),
+    .library(name: "AuditReport", targets: ["AuditReport"]),
   ],
   targets: [
     .systemLibrary(
