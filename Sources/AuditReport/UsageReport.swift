@@ -1,4 +1,5 @@
 import CredproxyConfig
+import Foundation
 import Wire
 
 /// `credproxy report`: audit logs in, least-privilege report out (text or JSON), with a
@@ -10,7 +11,12 @@ public struct UsageReport {
   public var readErrors: [AuditReadError]
   public var config: ProxyConfig?
   public var proposal: ConfigProposal?
+  /// The unified diff, with the config's inline secrets shown as `[redacted]`.
   public var diff: String
+  /// Inline secrets of the config: never printed (`redacted`), so a diff that had one in its
+  /// lines does not apply as printed (`--proposal FILE` writes the whole file instead).
+  var inlineSecrets: [String] = []
+  public static let redactedMark = "[redacted]"
 
   /// Reads every file (plain or gzip, in the order given) and builds the proposal when a config
   /// is given.
@@ -35,7 +41,9 @@ public struct UsageReport {
     }
     var proposal: ConfigProposal?
     var diff = ""
+    var secrets: [String] = []
     if let config, let configText {
+      secrets = ConfigLayout.inlineSecrets(configText, config: config)
       let p = Tightening.propose(
         config: config, text: configText, usage: collector, window: windowPhrase(collector))
       let name = config.sourcePath
@@ -43,10 +51,25 @@ public struct UsageReport {
         old: configText, new: p.text, oldName: name, newName: name + " (proposed)")
       proposal = p
     }
-    return UsageReport(
+    var report = UsageReport(
       files: files, collector: collector, readErrors: errors, config: config, proposal: proposal,
       diff: diff)
+    report.inlineSecrets = secrets
+    report.diff = report.redacted(diff)
+    return report
   }
+
+  /// `text` with every inline secret of the config replaced by `[redacted]`.
+  public func redacted(_ text: String) -> String {
+    var out = text
+    for secret in inlineSecrets {
+      out = out.replacingOccurrences(of: secret, with: Self.redactedMark)
+    }
+    return out
+  }
+
+  /// Whether the printed diff lost an inline secret to redaction (then it does not apply as is).
+  public var diffRedacted: Bool { !inlineSecrets.isEmpty && diff.contains(Self.redactedMark) }
 
   static func time(_ t: Double) -> String {
     t.isFinite
@@ -132,10 +155,14 @@ public struct UsageReport {
     if proposal.changes.isEmpty { out += "  none: the config allows only what was used\n" }
     for change in proposal.changes { out += "  \(change)\n" }
     if let errors = proposal.validationErrors {
-      out +=
-        "\nthe proposal does NOT pass `credproxy check` (a bug: please report it):\n\(errors)\n"
+      out += "\nthe proposal does NOT pass `credproxy check` (a bug: please report it):\n"
+      out += redacted(errors) + "\n"
     } else if !diff.isEmpty {
       out += "\ntightened config (unified diff; passes `credproxy check`):\n"
+    }
+    if diffRedacted {
+      out += "(the config holds inline secrets, shown as [redacted]: this diff does not apply as"
+      out += " printed; write the proposal with --proposal FILE, or move them to env: or file:)\n"
     }
     out += diff
     return out
@@ -240,11 +267,13 @@ public struct UsageReport {
       o.key("proposal_valid")
       o.raw(proposal.validationErrors == nil ? "true" : "false")
       o.key("proposal_errors")
-      if let e = proposal.validationErrors { o.string(e) } else { o.raw("null") }
+      if let e = proposal.validationErrors { o.string(redacted(e)) } else { o.raw("null") }
       o.key("diff")
       o.string(diff)
+      o.key("diff_redacted")
+      o.raw(diffRedacted ? "true" : "false")
       o.key("proposed_config")
-      o.string(proposal.text)
+      o.string(redacted(proposal.text))
     }
     o.close("}")
     return o.out + "\n"

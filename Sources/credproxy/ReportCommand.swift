@@ -1,6 +1,7 @@
 import AuditReport
 import CredproxyConfig
 import Foundation
+import Glibc
 import Wire
 
 // `credproxy report`: what clients actually used, from audit logs, and a tightened config.
@@ -21,7 +22,8 @@ let reportUsage = """
   --since D        only records newer than D ago (30m, 24h, 7d) or since a time
                    (2026-11-30 or 2026-11-30T12:00:00Z)
   --format json    one JSON object (the report, the diff and the proposed config) for machines
-  --proposal FILE  also write the whole proposed config to FILE
+  --proposal FILE  also write the whole proposed config to FILE (mode 0600); inline secrets of
+                   the config are printed as [redacted], never in the clear
   Exit 0; 1 when a log could not be read to its end; 2 on usage or config errors.
   """
 
@@ -96,11 +98,15 @@ func runReportCommand(_ args: [String]) -> Never {
   let report = UsageReport.build(
     files: files, since: since, config: config, configText: configText)
   if let proposalPath, let proposal = report.proposal {
-    do {
-      try proposal.text.write(toFile: proposalPath, atomically: true, encoding: .utf8)
-    } catch {
-      fail("credproxy: cannot write \(proposalPath): \(error.localizedDescription)", code: 1)
+    // Mode 0600: the file is the whole config, inline secrets included.
+    let fd = open(proposalPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    let bytes = Array(proposal.text.utf8)
+    guard fd >= 0, fchmod(fd, 0o600) == 0,
+      bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count
+    else {
+      fail("credproxy: cannot write \(proposalPath): \(String(cString: strerror(errno)))", code: 1)
     }
+    close(fd)
   }
   let out = json ? report.json() : report.text()
   FileHandle.standardOutput.write(Data(out.utf8))

@@ -234,3 +234,32 @@ def test_report_memory_does_not_grow_with_the_log(tmp_path):
     packed = _peak_rss_kib(["report", "large.jsonl.gz"], tmp_path)
     assert plain < base + 8 * 1024, (base, plain)
     assert packed < base + 8 * 1024, (base, packed)
+
+
+def test_report_never_prints_inline_secrets(tmp_path):
+    secret = "inline-" + os.urandom(8).hex() + '"q\\'
+    quoted = secret.replace("\\", "\\\\").replace('"', '\\"')
+    conf = tmp_path / "proxy.conf"
+    conf.write_text(f'route api.example.com {{\n  auth bearer "{quoted}"\n  methods GET POST\n}}\n'
+                    f'client ci {{\n  token "{quoted}x"\n}}\n')
+    log = tmp_path / "audit.jsonl"
+    log.write_text(json.dumps({"time": "2026-11-30T12:00:00Z", "client": "ci", "method": "GET",
+                               "scheme": "http", "host": "api.example.com", "port": None,
+                               "path": "/v1/a", "route": 1, "decision": "allow", "status": 200}) + "\n")
+    proposal = tmp_path / "out" / "tight.conf"
+    proposal.parent.mkdir()
+    proposal.write_text("old")
+    proposal.chmod(0o644)
+    t = report("--config", str(conf), "--proposal", str(proposal), str(log), cwd=tmp_path)
+    j = report("--config", str(conf), "--format", "json", str(log), cwd=tmp_path)
+    assert t.returncode == 0 and j.returncode == 0, (t.stderr, j.stderr)
+    for out in (t.stdout + t.stderr, j.stdout + j.stderr):
+        assert secret not in out and quoted not in out and "inline-" not in out, out
+    assert "[redacted]" in t.stdout and "does not apply as printed" in t.stdout, t.stdout
+    data = json.loads(j.stdout)
+    assert data["diff_redacted"] is True and "methods GET" in data["diff"]
+    # The file written with --proposal is the real config (it must work), readable by its owner only.
+    assert proposal.stat().st_mode & 0o777 == 0o600
+    assert quoted in proposal.read_text() and "methods GET\n" in proposal.read_text()
+    check = subprocess.run([str(binary_path()), "check", "--config", str(proposal)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Where the top-level blocks of a config file sit, by line, read with the config's own lexer:
 /// what `credproxy report` needs to rewrite a route or a client in place and keep the rest of the
 /// file (comments included) as written.
@@ -49,5 +51,30 @@ public enum ConfigLayout {
       }
     }
     return blocks
+  }
+}
+
+extension ConfigLayout {
+  /// The inline (literal) secrets written in `text`, as the parser warned about them ("inline
+  /// secret in the config file"), each as its value and, when it differs, as written between
+  /// quotes. Whatever prints lines of the file (`credproxy report`'s diff) redacts these.
+  public static func inlineSecrets(_ text: String, config: ProxyConfig) -> [String] {
+    let places = Set(
+      config.warnings.filter { $0.message.hasPrefix("inline secret") }.map {
+        "\($0.line):\($0.column)"
+      })
+    guard !places.isEmpty else { return [] }
+    var errors: [ConfigDiagnostic] = []
+    var out: [String] = []
+    for statement in Lexer.lex(text, file: "", errors: &errors) {
+      for t in statement.tokens where places.contains("\(t.line):\(t.column)") {
+        out.append(t.text)
+        let written = t.text.replacingOccurrences(of: "\\", with: "\\\\")
+          .replacingOccurrences(of: "\"", with: "\\\"")
+        if written != t.text { out.append(written) }
+      }
+    }
+    // Longest first, so a secret that contains another is replaced whole.
+    return out.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
   }
 }
