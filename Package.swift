@@ -11,6 +11,7 @@ let package = Package(
     .library(name: "HTTP1", targets: ["HTTP1"]),
     .library(name: "CredproxyConfig", targets: ["CredproxyConfig"]),
     .library(name: "EgressPolicy", targets: ["EgressPolicy"]),
+    .library(name: "AuditReport", targets: ["AuditReport"]),
   ],
   targets: [
     .systemLibrary(
@@ -25,6 +26,8 @@ let package = Package(
     ),
     // epoll, eventfd and timerfd are not exported by Swift's Glibc module.
     .systemLibrary(name: "CSystem"),
+    // zlib, to read rotated audit logs that logrotate compressed (`credproxy report`).
+    .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     // The one definition of each wire-level rule: IP text and CIDR blocks, host
     // canonicalisation, hex, JSON string escaping, ISO 8601 timestamps, constant-time compare,
     // hop-by-hop header names, scope lists. Depends on nothing but the standard library.
@@ -42,6 +45,9 @@ let package = Package(
     // Shared egress policy: client identities, SSRF guards, rate and concurrency limits, audit
     // records, metrics, the status page. Pure logic, no I/O.
     .target(name: "EgressPolicy", dependencies: ["CredproxyConfig", "HTTP1", "Wire"]),
+    // `credproxy report`: audit logs (plain or gzip, streamed) summarised per client and route,
+    // and a tightened config proposed as a unified diff.
+    .target(name: "AuditReport", dependencies: ["CredproxyConfig", "Wire", "CZlib"]),
     // The running proxy: event loops, listener, upstream transfers over libcurl, access log.
     .target(
       name: "CredproxyCore",
@@ -52,13 +58,17 @@ let package = Package(
     ),
     .executableTarget(
       name: "credproxy",
-      dependencies: ["CredproxyCore", "CredproxyConfig", "HTTP1", "LocalCA"]
+      dependencies: ["CredproxyCore", "CredproxyConfig", "HTTP1", "LocalCA", "AuditReport"]
     ),
     .testTarget(name: "WireTests", dependencies: ["Wire"]),
     .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"]),
     .testTarget(name: "CredproxyConfigTests", dependencies: ["CredproxyConfig", "HTTP1"]),
     .testTarget(name: "GoogleAuthTests", dependencies: ["GoogleAuth"]),
     .testTarget(name: "LocalCATests", dependencies: ["LocalCA", "CCrypto"]),
+    .testTarget(
+      name: "AuditReportTests",
+      dependencies: ["AuditReport", "CredproxyConfig", "EgressPolicy", "Wire"]
+    ),
     .testTarget(name: "EgressPolicyTests", dependencies: ["EgressPolicy", "CredproxyConfig"]),
     .testTarget(
       name: "CredproxyCoreTests",

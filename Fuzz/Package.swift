@@ -14,6 +14,7 @@ let fuzzTargets: [(name: String, modules: [String])] = [
   ("config", ["CredproxyConfig"]),
   ("host", ["HTTP1", "CredproxyConfig", "EgressPolicy"]),
   ("upstream-head", ["HTTP1"]),
+  ("audit-line", ["AuditReport", "EgressPolicy"]),
 ]
 
 let package = Package(

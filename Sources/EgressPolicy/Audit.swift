@@ -41,6 +41,11 @@ public struct AuditRecord: Sendable, Equatable {
   /// `intercept` for a request read inside an intercepted CONNECT tunnel; nil otherwise (and
   /// then not written).
   public var via: String?
+  /// The OAuth2 scope set of the minted token injected (space-separated, sorted), or the OIDC
+  /// audience of the ID token; nil (and not written) for requests without a minted token.
+  /// `credproxy report` reads them to list what each client had minted.
+  public var tokenScopes: String?
+  public var tokenAudience: String?
 
   public init(
     time: Double, client: String? = nil, source: String, method: String, scheme: String,
@@ -79,9 +84,9 @@ public struct AuditRecord: Sendable, Equatable {
 }
 
 /// Audit records as JSON lines. Fields in a fixed order: time, client, source, method, scheme,
-/// host, port, path, [query], route, decision, reason, credential, token_fingerprint, status,
-/// bytes_in, bytes_out, duration_ms. Absent values are `null`; `query` is left out unless
-/// `logQueries`.
+/// host, port, path, [query], route, decision, reason, credential, token_fingerprint, [scopes],
+/// [audience], status, bytes_in, bytes_out, duration_ms. Absent values are `null`; `query` is left
+/// out unless `logQueries`, `scopes`/`audience` unless a minted token was injected.
 public struct AuditFormatter: Sendable {
   public var logQueries: Bool
 
@@ -122,6 +127,8 @@ public struct AuditFormatter: Sendable {
     string("reason", r.reason)
     string("credential", r.credential)
     string("token_fingerprint", r.tokenFingerprint)
+    if let scopes = r.tokenScopes { string("scopes", scopes) }
+    if let audience = r.tokenAudience { string("audience", audience) }
     int("status", r.status)
     int("bytes_in", r.bytesIn)
     int("bytes_out", r.bytesOut)

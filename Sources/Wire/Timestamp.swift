@@ -69,6 +69,61 @@ public enum UTCTimestamp {
     }
   }
 
+  /// Seconds since the epoch for `2026-11-26T14:00:00.123Z` (fraction optional, any number of
+  /// digits; `Z` or `+HH:MM`/`-HH:MM`), or a date alone (`2026-11-26`, midnight UTC); nil when the
+  /// text is not one of these forms. The reader of what `iso8601` prints (`credproxy report`).
+  public static func parse(_ text: String) -> Double? {
+    let b = Array(text.utf8)
+    func digits(_ at: Int, _ n: Int) -> Int? {
+      guard at + n <= b.count else { return nil }
+      var v = 0
+      for i in at..<(at + n) {
+        guard b[i] >= 0x30 && b[i] <= 0x39 else { return nil }
+        v = v * 10 + Int(b[i] - 0x30)
+      }
+      return v
+    }
+    guard let y = digits(0, 4), b.count >= 10, b[4] == 0x2D, let m = digits(5, 2), b[7] == 0x2D,
+      let d = digits(8, 2), (1...12).contains(m), (1...31).contains(d)
+    else { return nil }
+    var seconds = Double(days(year: Int64(y), month: m, day: d) * 86_400)
+    if b.count == 10 { return seconds }
+    guard b.count >= 20, b[10] == 0x54 || b[10] == 0x20, let h = digits(11, 2), b[13] == 0x3A,
+      let mi = digits(14, 2), b[16] == 0x3A, let s = digits(17, 2), h < 24, mi < 60, s < 61
+    else { return nil }
+    seconds += Double(h * 3600 + mi * 60 + s)
+    var i = 19
+    if b[i] == 0x2E {
+      var scale = 0.1
+      i += 1
+      let start = i
+      while i < b.count, b[i] >= 0x30 && b[i] <= 0x39 {
+        seconds += Double(b[i] - 0x30) * scale
+        scale /= 10
+        i += 1
+      }
+      guard i > start else { return nil }
+    }
+    guard i < b.count else { return nil }
+    if b[i] == 0x5A || b[i] == 0x7A { return i + 1 == b.count ? seconds : nil }
+    guard b[i] == 0x2B || b[i] == 0x2D, i + 6 == b.count, let oh = digits(i + 1, 2),
+      b[i + 3] == 0x3A, let om = digits(i + 4, 2)
+    else { return nil }
+    let offset = Double(oh * 3600 + om * 60)
+    return b[i] == 0x2B ? seconds - offset : seconds + offset
+  }
+
+  /// Days since 1970-01-01 for a civil date (the inverse of `civil`, same algorithm).
+  static func days(year: Int64, month: Int, day: Int) -> Int64 {
+    let y = month <= 2 ? year - 1 : year
+    let era = (y >= 0 ? y : y - 399) / 400
+    let yoe = y - era * 400
+    let mp = Int64(month > 2 ? month - 3 : month + 9)
+    let doy = (153 * mp + 2) / 5 + Int64(day) - 1
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+    return era * 146_097 + doe - 719_468
+  }
+
   /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
   static func civil(_ days: Int64) -> (year: Int64, month: Int, day: Int) {
     let z = days + 719_468

@@ -10,7 +10,8 @@ let usage = """
   usage: credproxy <command> [options]
 
   commands:
-    serve    [--config PATH] [--threads N]    run the proxy
+    serve    [--config PATH] [--threads N] [--watch-config]
+                                            run the proxy
     check    [--config PATH]                  validate the config and print a summary
     explain  URL [--method M] [--mint] [--config PATH]
                                             show which route URL takes and what auth it gets
@@ -18,6 +19,9 @@ let usage = """
                                             the local CA for intercept routes
     trust    [--config PATH] [--shell] [--out DIR]
                                             what clients need to trust the local CA
+    report   [--config PATH] [--since D] [--format json] AUDIT.jsonl…
+                                            what clients used, and a tightened config
+    probe    URL [--token-env NAME]           GET an admin URL; exit 0 on 2xx (exec probes)
     --version                                 print the version
 
   Run `credproxy <command> --help` for a command's options. The config defaults to ./proxy.conf.
@@ -25,12 +29,15 @@ let usage = """
 
 let helpTexts: [String: String] = [
   "serve": """
-  usage: credproxy serve [--config PATH] [--threads N]
+  usage: credproxy serve [--config PATH] [--threads N] [--watch-config]
 
   Runs the proxy with the given config (default ./proxy.conf). Prints
   `credproxy: listening on ADDR:PORT` on stderr for each listener once it accepts connections.
-  --threads N   event loop threads (default: one per core)
-  SIGTERM or SIGINT stops it.
+  --threads N      event loop threads (default: one per core)
+  --watch-config   reload when the config file changes (inotify on its directory, so editors'
+                   rename-over and Kubernetes ConfigMap updates count); same as SIGHUP
+  SIGHUP reloads the config (a bad one is refused, the running one kept). SIGTERM or SIGINT
+  stops it.
   """,
   "check": """
   usage: credproxy check [--config PATH]
@@ -57,6 +64,7 @@ struct Options {
   var threads: Int?
   var url: String?
   var mint = false
+  var watchConfig = false
 }
 
 func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
@@ -72,7 +80,9 @@ func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
     break
   default:
     throw UsageError(
-      message: "unknown command \"\(command)\"; expected serve, check, explain, ca or trust")
+      message:
+        "unknown command \"\(command)\"; expected serve, check, explain, report, probe, ca or trust"
+    )
   }
   var options = Options(command: command)
   var rest = args.dropFirst()
@@ -91,6 +101,8 @@ func parseArguments(_ args: [String]) throws(UsageError) -> Options? {
       options.method = try value(arg).uppercased()
     case "--mint" where command == "explain":
       options.mint = true
+    case "--watch-config" where command == "serve":
+      options.watchConfig = true
     case "--threads" where command == "serve":
       let text = try value(arg)
       guard let n = Int(text), n > 0, n <= 256 else {
@@ -166,6 +178,14 @@ func serve(_ options: Options) -> Never {
     FileHandle.standardError.write(Data("credproxy: listening on \(address)\n".utf8))
   }
   if let admin = server.adminAddress { log("admin listening on \(admin)") }
+  if options.watchConfig {
+    do {
+      try ConfigWatcher(path: options.config).start()
+      log("watching \(options.config): a change reloads it")
+    } catch {
+      fail("credproxy: --watch-config: \(error.message)", code: 1)
+    }
+  }
   var shutdownTimeout = Double(config.shutdownTimeoutMs) / 1000
   while true {
     var signal: Int32 = 0
@@ -197,6 +217,8 @@ func log(_ message: String) {
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "ca" || arguments.first == "trust" { runCACommand(arguments) }
+if arguments.first == "report" { runReportCommand(arguments) }
+if arguments.first == "probe" { runProbeCommand(arguments) }
 do {
   guard let options = try parseArguments(arguments) else { exit(0) }
   switch options.command {

@@ -102,6 +102,10 @@ extension ProxyConnection {
     // SHA-256 per request only when an audit log will record it.
     if let token, forward.runtime.audit != nil {
       ex.log.tokenFingerprint = fingerprint(token.value.value)
+      switch token.request.key.kind {
+      case .accessToken: ex.log.tokenScopes = token.request.scopes.joined(separator: " ")
+      case .idToken: ex.log.tokenAudience = token.request.audience
+      }
     }
     if drainRequested || context.draining { ex.keepAlive = false }
     if head.expectContinue && !ex.sentContinue {

@@ -49,6 +49,8 @@ extension ProxyConnection {
         tokenFingerprint: log.tokenFingerprint, status: status, bytesIn: bytesIn,
         bytesOut: bytesOut, durationMs: Double(durationMs))
       record.via = log.via
+      record.tokenScopes = log.tokenScopes
+      record.tokenAudience = log.tokenAudience
       audit.write(record)
     }
   }

@@ -26,6 +26,9 @@ struct LogContext {
   /// A credentials block name or a secret's source (`env:NAME`), never a value.
   var credential: String?
   var tokenFingerprint: String?
+  /// What the injected minted token was for (scope set or audience), for the audit log.
+  var tokenScopes: String?
+  var tokenAudience: String?
   var startedMs: Int64
 
   var route: String { routeNumber.map { "#\($0)" } ?? "-" }

@@ -1,0 +1,140 @@
+import Wire
+
+/// A destination as the caller named it: host (lowercase, IPv6 without brackets) and the port
+/// it wrote, if any.
+public struct HostPort: Hashable, Sendable, Comparable, CustomStringConvertible {
+  public var host: String
+  public var port: Int?
+
+  public var description: String {
+    let h = host.contains(":") ? "[\(host)]" : host
+    return port.map { "\(h):\($0)" } ?? h
+  }
+
+  public static func < (a: HostPort, b: HostPort) -> Bool {
+    (a.host, a.port ?? -1) < (b.host, b.port ?? -1)
+  }
+}
+
+/// One client on one route (or on no route: `route` nil).
+public struct UsageKey: Hashable, Sendable {
+  public var client: String?
+  public var route: Int?
+}
+
+/// What one client did on one route in the window.
+public final class RouteUsage: @unchecked Sendable {
+  /// Every record for this client and route.
+  public internal(set) var requests = 0
+  /// Refused requests by reason (`deny` decisions).
+  public internal(set) var denials: [String: Int] = [:]
+  /// Requests report mode let through that enforce mode would refuse, by reason.
+  public internal(set) var wouldDeny: [String: Int] = [:]
+  /// Methods of the requests that used the route (allowed, or refused only by a limit or a
+  /// failure after routing).
+  public internal(set) var methods: [String: Int] = [:]
+  /// Paths used, per destination.
+  public internal(set) var paths: [HostPort: PathTree] = [:]
+  /// Destinations refused (no route, deny), with counts; at most `maxRefusedHosts` kept.
+  public internal(set) var refusedHosts: [String: Int] = [:]
+  public internal(set) var scopeSets: [String: Int] = [:]
+  public internal(set) var audiences: [String: Int] = [:]
+  public internal(set) var first = Double.infinity
+  public internal(set) var last = -Double.infinity
+
+  static let maxHosts = 256
+  static let maxRefusedHosts = 32
+
+  /// True when some request used the route (what the tightened config keeps).
+  public var used: Bool { !methods.isEmpty }
+}
+
+/// Streams audit entries into per-client, per-route usage. Memory grows with the number of
+/// distinct clients, routes, hosts and (bounded) path trees, never with the number of lines.
+public final class UsageCollector: @unchecked Sendable {
+  public let since: Double?
+  public private(set) var usage: [UsageKey: RouteUsage] = [:]
+  /// Records counted, records before `since`, lines that were not audit records.
+  public private(set) var records = 0
+  public private(set) var beforeWindow = 0
+  public var skippedLines = 0
+  public private(set) var first = Double.infinity
+  public private(set) var last = -Double.infinity
+
+  /// Refusals that are the policy saying no: a request refused this way did not use its route.
+  /// Anything else after routing (limits, timeouts, upstream failures) still used it.
+  static let policyRefusals: Set<String> = Set(
+    [
+      ErrorCode.noRoute, .denied, .methodNotAllowed, .clientNotAllowed, .tunnelDenied,
+      .misdirected, .blockedAddress, .insecureUpstream, .placeholderCredential,
+      .proxyAuthRequired,
+    ].map(\.rawValue))
+
+  public init(since: Double?) { self.since = since }
+
+  public func add(_ e: AuditEntry) {
+    if let since, e.time < since {
+      beforeWindow += 1
+      return
+    }
+    records += 1
+    first = min(first, e.time)
+    last = max(last, e.time)
+    let key = UsageKey(client: e.client, route: e.route)
+    let u: RouteUsage
+    if let existing = usage[key] {
+      u = existing
+    } else {
+      u = RouteUsage()
+      usage[key] = u
+    }
+    u.requests += 1
+    u.first = min(u.first, e.time)
+    u.last = max(u.last, e.time)
+    let reason = e.reason ?? "unknown"
+    switch e.decision {
+    case "report":
+      u.wouldDeny[reason, default: 0] += 1
+      return
+    case "deny":
+      u.denials[reason, default: 0] += 1
+      if Self.policyRefusals.contains(reason) {
+        let target = HostPort(host: e.host, port: e.port).description
+        if u.refusedHosts.count < RouteUsage.maxRefusedHosts || u.refusedHosts[target] != nil {
+          u.refusedHosts[target, default: 0] += 1
+        }
+        return
+      }
+    default:
+      break
+    }
+    guard e.route != nil else { return }
+    u.methods[e.method, default: 0] += 1
+    if let s = e.scopes { u.scopeSets[s, default: 0] += 1 }
+    if let a = e.audience { u.audiences[a, default: 0] += 1 }
+    var hp = HostPort(host: e.host, port: e.port)
+    if u.paths[hp] == nil && u.paths.count >= RouteUsage.maxHosts { hp = HostPort(host: "*") }
+    let tree: PathTree
+    if let t = u.paths[hp] {
+      tree = t
+    } else {
+      tree = PathTree()
+      u.paths[hp] = tree
+    }
+    if e.scheme == "connect" { tree.add(path: "") } else { tree.add(path: e.path) }
+  }
+
+  /// The clients in the window (nil: anonymous), named ones sorted, anonymous last.
+  public var clients: [String?] {
+    let names = Set(usage.keys.compactMap(\.client)).sorted()
+    let anonymous = usage.keys.contains { $0.client == nil }
+    return names.map { Optional($0) } + (anonymous ? [nil] : [])
+  }
+
+  /// One client's routes in route order, no-route last.
+  public func routes(of client: String?) -> [(route: Int?, usage: RouteUsage)] {
+    usage.filter { $0.key.client == client }
+      .sorted { ($0.key.route ?? Int.max) < ($1.key.route ?? Int.max) }
+      .map { ($0.key.route, $0.value) }
+  }
+}
