@@ -117,7 +117,7 @@ struct Directive: Sendable {
     },
     Directive(
       "auth", in: [.route],
-      "auth none|bearer SECRET|header NAME SECRET|basic USER SECRET|OAuth2 [scopes SCOPE…]|OIDC [audience AUDIENCE|url|origin]",
+      "auth none|bearer SECRET|header NAME SECRET|basic USER SECRET|basic USER token|OAuth2 [scopes SCOPE…]|OIDC [audience AUDIENCE|url|origin]",
       .checkedByHandler
     ) {
       $0.readAuth($1, &$2)
@@ -176,7 +176,7 @@ struct Directive: Sendable {
       opens: Opener(usage: "client NAME {") { $0.readClient($1, $2) }, handler: nil),
     Directive(
       "source", in: [.credentials],
-      "source adc|key-file PATH|metadata|impersonate EMAIL [via NAME] [delegates EMAIL…]|refresh-token PATH|client-credentials …",
+      "source adc|key-file PATH|metadata|impersonate EMAIL [via NAME] [delegates EMAIL…]|refresh-token PATH|client-credentials …|github-app …",
       .checkedByHandler
     ) {
       $0.readSource($1, &$2)
@@ -193,6 +193,11 @@ struct Directive: Sendable {
     Directive("token", in: [.client], "token SECRET (env:NAME, file:PATH or a value)") {
       $0.readClientSecret($1, &$2)
     },
+    Directive(
+      "oidc", in: [.client],
+      "oidc issuer URL audience AUDIENCE [claim KEY VALUE]… (the caller's own OIDC token, e.g. from GitHub Actions)",
+      .checkedByHandler
+    ) { $0.readOIDCClient($1, &$2) },
     Directive(
       "from", in: [.client], "from CIDR… (e.g. from 10.0.0.0/8 127.0.0.1 ::1/128)",
       .oneOrMore(missing: "its addresses"), repeatable: true

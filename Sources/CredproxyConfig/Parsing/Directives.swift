@@ -326,10 +326,10 @@ extension ParseSession {
     read(body, into: &block)
     clientInfos[name] = block.client!.info
     // A line that failed to parse still counts as a way to identify: no second error for it.
-    if block.written.isDisjoint(with: ["password", "token", "from"]) {
+    if block.written.isDisjoint(with: ["password", "token", "from", "oidc"]) {
       error(
         nameToken,
-        "client \"\(name)\" has no way to be identified; expected password SECRET, token SECRET or from CIDR… in its block"
+        "client \"\(name)\" has no way to be identified; expected password SECRET, token SECRET, from CIDR… or oidc issuer URL audience A in its block"
       )
     }
     config.clients.append(block.client!.spec)
@@ -344,6 +344,69 @@ extension ParseSession {
       b.client?.spec.token = ref
       b.client?.info.tokenToken = s.tokens[1]
     }
+  }
+
+  /// `oidc issuer URL audience A [claim KEY VALUE]…`, one line.
+  mutating func readOIDCClient(_ s: Statement, _ b: inout Block) {
+    let usage = Directive.usage("oidc")
+    var issuer: String?
+    var audience: String?
+    var claims: [OIDCClientRule.Claim] = []
+    var ok = true
+    var j = 1
+    while j < s.tokens.count {
+      let key = s.tokens[j]
+      let k = key.quoted ? "" : key.keyword
+      let needs = k == "claim" ? 2 : 1
+      guard ["issuer", "audience", "claim"].contains(k) else {
+        error(key, "unexpected \"\(key.text)\" in oidc; expected \(usage)")
+        return
+      }
+      guard j + needs < s.tokens.count else {
+        error(key, "\(key.text) is missing its value; expected \(usage)")
+        return
+      }
+      let v = s.tokens[j + 1]
+      switch k {
+      case "issuer", "audience":
+        guard (k == "issuer" ? issuer : audience) == nil else {
+          error(key, "duplicate \(k) in oidc; expected it once")
+          return
+        }
+        if k == "audience" {
+          audience = v.text
+        } else if let url = secureURL(v, what: "oidc issuer") {
+          issuer = url
+        } else {
+          ok = false
+        }
+      default:
+        let value = s.tokens[j + 2]
+        if v.text.isEmpty {
+          error(
+            v, "empty claim name; expected claim KEY VALUE (e.g. claim repository myorg/deploy)")
+          ok = false
+        } else if claims.contains(where: { $0.key == v.text }) {
+          error(v, "duplicate claim \"\(v.text)\"; expected each claim once")
+          ok = false
+        }
+        claims.append(.init(key: v.text, value: value.text))
+      }
+      j += needs + 1
+    }
+    for (k, missing) in [
+      ("issuer", !s.args.contains { $0.isKeyword("issuer") }),
+      ("audience", audience == nil),
+    ] where missing {
+      error(s.head, "oidc is missing \(k); expected \(usage)")
+      ok = false
+    }
+    if audience?.isEmpty == true {
+      error(s.head, "oidc has an empty audience; expected \(usage)")
+      ok = false
+    }
+    guard ok, let issuer, let audience else { return }
+    b.client?.spec.oidc = OIDCClientRule(issuer: issuer, audience: audience, claims: claims)
   }
 
   mutating func readFrom(_ s: Statement, _ b: inout Block) {

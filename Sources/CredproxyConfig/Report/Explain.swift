@@ -156,6 +156,11 @@ public enum Explain {
         lines.append(
           "  auth: \(header): Basic <base64 of user \(Format.word(user)) and the secret from \(s)>")
         lines.append("  " + availability(s, environment))
+      case .basicToken(let user):
+        lines.append(
+          "  auth: \(header): Basic <base64 of user \(Format.word(user)) and the token credentials \(route.credentials) mints>"
+        )
+        lines.append(contentsOf: credentialLines(config, route, environment))
       case .oauth2(let scopes):
         lines.append("  auth: \(header): Bearer <OAuth2 access token>")
         lines.append("  scopes: \(scopes.joined(separator: " "))")

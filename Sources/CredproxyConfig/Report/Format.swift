@@ -51,6 +51,7 @@ enum Format {
     case .bearer(let s): return "bearer \(s)"
     case .header(let name, let s): return "header \(name) \(s)"
     case .basic(let user, let s): return "basic \(word(user)) \(s)"
+    case .basicToken(let user): return "basic \(word(user)) token credentials \(route.credentials)"
     case .oauth2(let scopes):
       var out = "OAuth2 scopes \(scopes.joined(separator: ",")) credentials \(route.credentials)"
       if let h = route.authHeader { out += " auth-header \(h)" }
@@ -75,6 +76,17 @@ enum Format {
     case .clientCredentials(let url, let id, let secret, let scopes):
       var out = "client-credentials token-url \(url) client-id \(word(id)) client-secret \(secret)"
       if !scopes.isEmpty { out += " scopes \(scopes.joined(separator: ","))" }
+      return out
+    case .githubApp(let app):
+      var out =
+        "github-app app-id \(word(app.appID)) installation-id \(app.installationID) private-key \(app.privateKey) api-url \(app.apiURL)"
+      if !app.repositories.isEmpty {
+        out += " repositories \(app.repositories.joined(separator: " "))"
+      }
+      if !app.permissions.isEmpty {
+        out +=
+          " permissions " + app.permissions.map { "\($0.name):\($0.level)" }.joined(separator: " ")
+      }
       return out
     }
   }

@@ -14,6 +14,7 @@ indirect enum MintingSource: Sendable {
   case impersonate(
     target: String, delegates: [String], iamEndpoint: String, source: MintingCredential)
   case clientCredentials(tokenURL: String, clientID: String, clientSecret: String, scopes: [String])
+  case githubApp(GitHubAppInstallation)
   /// Cannot mint; every request gets 503 with this explanation.
   case unavailable(String)
 }
@@ -97,6 +98,21 @@ final class MintingCredential: Sendable {
       }
     case .adc:
       return adc(name: spec.name, environment: environment, iamEndpoint: iam)
+    case .githubApp(let app):
+      let origin = "github-app \(app.appID) installation \(app.installationID) at \(app.apiURL)"
+      do {
+        let pem = try app.privateKey.resolve(environment: environment)
+        do {
+          let signer = try RSASigner(pem: pem)
+          return (
+            .githubApp(GitHubAppInstallation(spec: app, signer: signer, privateKeyPEM: pem)), origin
+          )
+        } catch {
+          return (.unavailable("private key \(app.privateKey): \(error)"), origin)
+        }
+      } catch {
+        return (.unavailable("private key: \(error)"), origin)
+      }
     }
   }
 

@@ -134,6 +134,22 @@ final class MintOperation {
         TokenResponses.accessToken(status: response.status, body: response.body, requestTime: now)
       }
 
+    case .githubApp(let app):
+      guard !idToken else {
+        done(.failure(.local("a GitHub App mints installation tokens, not ID tokens")))
+        return
+      }
+      let jwt: String
+      do { jwt = try app.appJWT(now: now) } catch {
+        done(.failure(.local("signing the app JWT failed: \(error)")))
+        return
+      }
+      let source = "GitHub API \(app.tokenURL)"
+      send(app.tokenRequest(appJWT: jwt), timeoutMs: 10_000, source: source, done) { response in
+        GitHubAppInstallation.parseToken(
+          status: response.status, body: response.body, source: source)
+      }
+
     case .impersonate(let target, let delegates, let endpoint, let sourceCredential):
       // First the source credential's own cloud-platform token (cached and single-flight too).
       let sourceRequest = TokenRequest(credential: sourceCredential, scopes: [Scopes.cloudPlatform])

@@ -49,6 +49,7 @@ extension ProxyConnection {
         tokenFingerprint: log.tokenFingerprint, status: status, bytesIn: bytesIn,
         bytesOut: bytesOut, durationMs: Double(durationMs))
       record.via = log.via
+      record.clientClaims = log.clientClaims
       audit.write(record)
     }
   }

@@ -144,6 +144,8 @@ final class ProxyRuntime: Sendable {
       return [secret]
     case .impersonate(_, _, _, let source):
       return secrets(of: source.source)
+    case .githubApp(let app):
+      return [app.privateKeyPEM]
     case .metadata, .unavailable:
       return []
     }
@@ -172,6 +174,13 @@ final class ProxyRuntime: Sendable {
           credential: credential,
           kind: .oauth2(TokenRequest(credential: credential, scopes: scopes)),
           header: route.injectedHeaderName ?? "Authorization")
+      case .basicToken(let user):
+        guard let credential = credentials[route.credentials] else {
+          return .unavailable("credential \"\(route.credentials)\" is not defined")
+        }
+        var request = TokenRequest(credential: credential, scopes: [])
+        request.basicUser = user
+        return .minted(credential: credential, kind: .oauth2(request), header: "Authorization")
       case .oidc(let audience):
         guard let credential = credentials[route.credentials] else {
           return .unavailable("credential \"\(route.credentials)\" is not defined")
