@@ -65,7 +65,9 @@ final class IssuerKeys: Sendable {
     let now = TokenBroker.now()
     enum Next {
       case check([VerificationKey])
-      case startFetch
+      /// `alsoCheck`: keys merely old are refreshed in the background; this token is checked
+      /// with them now.
+      case startFetch(alsoCheck: [VerificationKey]?)
       case wait
       case refuse(Verdict)
     }
@@ -75,7 +77,7 @@ final class IssuerKeys: Sendable {
       if entry.loaded && signed.hasCandidate(in: entry.keys) {
         if now - entry.fetchedAt > Self.maxAge && !entry.fetching {
           entry.fetching = true
-          return .startFetch  // with the current keys checked below as well
+          return .startFetch(alsoCheck: entry.keys)
         }
         return .check(entry.keys)
       }
@@ -93,19 +95,17 @@ final class IssuerKeys: Sendable {
       }
       entry.fetching = true
       entry.waiters.append(waiter)
-      return .startFetch
+      return .startFetch(alsoCheck: nil)
     }
     switch next {
     case .refuse(let verdict):
       return verdict
     case .wait:
       return .waiting
-    case .startFetch:
-      let stale = entries.withLock { $0[issuer]?.loaded == true }
+    case .startFetch(let alsoCheck):
       startFetch(issuer, context: context)
-      guard stale else { return .waiting }
-      // A background refresh of keys that are merely old: this token is checked with them now.
-      return check(signed, keys: entries.withLock { $0[issuer]?.keys ?? [] }, issuer, clients, now)
+      guard let keys = alsoCheck else { return .waiting }
+      return check(signed, keys: keys, issuer, clients, now)
     case .check(let keys):
       return check(signed, keys: keys, issuer, clients, now)
     }
