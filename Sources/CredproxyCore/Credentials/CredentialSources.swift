@@ -101,7 +101,7 @@ final class MintingCredential: Sendable {
     case .githubApp(let app):
       let origin = "github-app \(app.appID) installation \(app.installationID) at \(app.apiURL)"
       do {
-        let pem = try app.privateKey.resolve(environment: environment)
+        let pem = try app.privateKey.resolve(environment: environment, multiline: true)
         do {
           let signer = try RSASigner(pem: pem)
           return (

@@ -35,6 +35,11 @@ def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # read when the socket starts listening: a cold burst must not overflow it
+
+
 @dataclass
 class Mint:
     installation: str
@@ -198,9 +203,7 @@ class GitHubAPI:
                 self._send(200, {"path": self.path, "scheme": scheme.lower(),
                                  "repositories": mint.repositories, "permissions": mint.permissions})
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 256
+        self._server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

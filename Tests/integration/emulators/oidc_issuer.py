@@ -32,6 +32,11 @@ def _int_bytes(n: int, length: Optional[int] = None) -> bytes:
     return n.to_bytes(length, "big")
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # read when the socket starts listening: a cold burst must not overflow it
+
+
 class SigningKey:
     """An RS256 (RSA 2048) or ES256 (P-256) key with its kid."""
 
@@ -145,8 +150,7 @@ class OIDCIssuer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
