@@ -311,8 +311,8 @@ public struct Route: Sendable {
     switch auth {
     case .none: return nil
     case .header(let name, _): return name
-    case .bearer, .basic, .basicToken: return "Authorization"
-    case .oauth2, .oidc: return authHeader ?? "Authorization"
+    case .bearer, .basic: return "Authorization"
+    case .oauth2, .oidc, .basicToken: return authHeader ?? "Authorization"
     }
   }
 }

@@ -230,7 +230,7 @@ extension ParseSession {
         guard let t = token else { continue }
         error(
           t,
-          "\(directive) only applies to auth OAuth2 or OIDC, and this route has \(current); expected auth OAuth2 or auth OIDC in this route"
+          "\(directive) only applies to auth OAuth2, OIDC or basic USER token, and this route has \(current); expected auth OAuth2 or auth OIDC in this route"
         )
       }
     }

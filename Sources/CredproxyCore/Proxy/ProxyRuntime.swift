@@ -180,7 +180,9 @@ final class ProxyRuntime: Sendable {
         }
         var request = TokenRequest(credential: credential, scopes: [])
         request.basicUser = user
-        return .minted(credential: credential, kind: .oauth2(request), header: "Authorization")
+        return .minted(
+          credential: credential, kind: .oauth2(request),
+          header: route.injectedHeaderName ?? "Authorization")
       case .oidc(let audience):
         guard let credential = credentials[route.credentials] else {
           return .unavailable("credential \"\(route.credentials)\" is not defined")
