@@ -13,8 +13,10 @@ public enum Identification: Sendable, Equatable {
   /// one line, safe to show the caller and to log (never a secret).
   case rejected(String)
   /// A Bearer JWT that may be an OIDC client's token: its signature needs the issuer's keys
-  /// (CredproxyCore fetches them), then `ClientIdentifier.matchOIDC` names the client.
-  case verifyToken(String)
+  /// (CredproxyCore fetches them), then `ClientIdentifier.matchOIDC` names the client. `only`:
+  /// the token came as the password of Basic `NAME:JWT` (proxy URLs carry only Basic), and must
+  /// identify that client.
+  case verifyToken(String, only: String?)
 
   /// The client's name; nil when anonymous or rejected.
   public var clientName: String? {
@@ -153,6 +155,12 @@ public struct ClientIdentifier: Sendable {
       // An empty stored password matches nothing.
       let ok = ConstantTime.equal(stored ?? password, password) && stored?.isEmpty == false
       if ok, let entry, Array(entry.name.utf8) == Array(user) { return .client(entry.name) }
+      // `http://NAME:JWT@proxy`: an OIDC client's token in the form proxy URLs can carry.
+      if oidcRules.contains(where: { $0.name == name }),
+        password.count(where: { $0 == UInt8(ascii: ".") }) == 2
+      {
+        return .verifyToken(String(decoding: password, as: UTF8.self), only: name)
+      }
       return .rejected("Basic proxy credentials for \(Self.quoted(name)) not accepted")
     case "bearer":
       let token = Array(credentials.utf8)
@@ -166,7 +174,7 @@ public struct ClientIdentifier: Sendable {
       }
       if let match { return .client(entries[match].name) }
       if !oidcRules.isEmpty && token.count(where: { $0 == UInt8(ascii: ".") }) == 2 {
-        return .verifyToken(credentials)
+        return .verifyToken(credentials, only: nil)
       }
       return .rejected("Bearer proxy token not accepted")
     default:
@@ -196,7 +204,10 @@ public struct ClientIdentifier: Sendable {
   /// `issuer`'s keys): the token must be current (`exp`, `nbf`, 60 s skew), for the client's
   /// audience, and carry every configured claim exactly. First matching client in file order.
   /// Reasons never quote the token or the configured values.
-  public func matchOIDC(issuer: String, claims: [String: Any], now: Double) -> OIDCMatch {
+  /// `only`: consider that client alone (Basic `NAME:JWT`).
+  public func matchOIDC(issuer: String, claims: [String: Any], now: Double, only: String? = nil)
+    -> OIDCMatch
+  {
     guard let exp = Self.number(claims["exp"]) else {
       return .rejected("OIDC proxy token has no exp claim")
     }
@@ -214,7 +225,7 @@ public struct ClientIdentifier: Sendable {
     }
     var audienceMatched = false
     var mismatch: String?
-    for (name, rule) in oidcRules where rule.issuer == issuer {
+    for (name, rule) in oidcRules where rule.issuer == issuer && (only == nil || only == name) {
       guard audiences.contains(rule.audience) else { continue }
       audienceMatched = true
       if let bad = rule.claims.first(where: { Self.text(claims[$0.key]) != $0.value }) {

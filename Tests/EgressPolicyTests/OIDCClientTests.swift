@@ -113,7 +113,20 @@ final class OIDCClientTests: XCTestCase {
       .client("ci"))
     XCTAssertEqual(
       ids.identify(proxyAuthorization: "Bearer x.y.z", peer: IPAddress("127.0.0.1")!),
-      .verifyToken("x.y.z"))
+      .verifyToken("x.y.z", only: nil))
+    // Basic NAME:JWT (a proxy URL's user and password) names the client the token must match.
+    let basic = "Basic " + Data("deploy:x.y.z".utf8).base64EncodedString()
+    XCTAssertEqual(
+      ids.identify(proxyAuthorization: basic, peer: IPAddress("127.0.0.1")!),
+      .verifyToken("x.y.z", only: "deploy"))
+    XCTAssertEqual(
+      ids.matchOIDC(
+        issuer: issuer, claims: claims(["ref": "refs/heads/dev"]), now: 1_000_000, only: "deploy"),
+      .rejected(
+        "OIDC proxy token from \(issuer) matches no client (claim \"ref\" differs)"))
+    XCTAssertEqual(
+      ids.matchOIDC(issuer: issuer, claims: claims(), now: 1_000_000, only: "any-branch"),
+      .client("any-branch", claims: ["repository=myorg/deploy"]))
     XCTAssertEqual(
       ids.identify(proxyAuthorization: "Bearer xyz", peer: IPAddress("127.0.0.1")!),
       .rejected("Bearer proxy token not accepted"))

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from emulators.oidc_issuer import OIDCIssuer, SigningKey, encode
-from policy_support import assert_refused, bearer, fetch, read_audit, basic
+from policy_support import assert_refused, basic, bearer, curl, fetch, read_audit
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -190,6 +190,23 @@ def test_claims_choose_the_client_and_a_mismatch_is_refused(oidc_proxy, issuers,
     # A claim that is a prefix of the configured value does not match (exact comparison).
     r = fetch(px, upstream.url("/tests/echo/x"), [bearer(good(rs, repository="myorg/deplo"))])
     assert_refused(r, 407, "proxy_auth_required")
+
+
+def test_proxy_url_form_name_and_token_as_basic(oidc_proxy, issuers, upstream):
+    """Clients configured by a proxy URL (curl -x, HTTPS_PROXY) can only send Basic: the token
+    goes as the password, the user names the client it must identify."""
+    rs, _ = issuers
+    px = oidc_proxy()
+    token = good(rs)
+    r = curl("-x", f"http://deploy:{token}@127.0.0.1:{px.port}", upstream.url("/deploy/echo/curl"))
+    assert r.status == 200, r
+    assert read_audit(oidc_proxy.audit, at_least=1)[-1]["client"] == "deploy"
+    dev = good(rs, ref="refs/heads/dev")
+    # Named `deploy`, but the ref is not main: refused, not silently another client.
+    assert_refused(fetch(px, upstream.url("/tests/echo/x"), [basic("deploy", dev)]), 407,
+                   "proxy_auth_required")
+    assert fetch(px, upstream.url("/tests/echo/x"), [basic("tests", dev)]).status == 200
+    assert token not in px.stderr_text()
 
 
 def test_requests_wait_for_the_jwks_without_blocking_the_loop(oidc_proxy, issuers, upstream):

@@ -47,8 +47,8 @@ final class IssuerKeys: Sendable {
   /// Checks `token` against `clients`' OIDC rules. `mayFetch` false: a verification after a
   /// fetch ended, which must decide with what is cached.
   func verify(
-    _ token: String, clients: ClientIdentifier, context: LoopContext, mayFetch: Bool = true,
-    waiter: @escaping Waiter
+    _ token: String, only: String? = nil, clients: ClientIdentifier, context: LoopContext,
+    mayFetch: Bool = true, waiter: @escaping Waiter
   ) -> Verdict {
     let signed: SignedToken
     do { signed = try SignedToken.parse(token) } catch {
@@ -105,20 +105,20 @@ final class IssuerKeys: Sendable {
     case .startFetch(let alsoCheck):
       startFetch(issuer, context: context)
       guard let keys = alsoCheck else { return .waiting }
-      return check(signed, keys: keys, issuer, clients, now)
+      return check(signed, keys: keys, issuer, only, clients, now)
     case .check(let keys):
-      return check(signed, keys: keys, issuer, clients, now)
+      return check(signed, keys: keys, issuer, only, clients, now)
     }
   }
 
   private func check(
-    _ signed: SignedToken, keys: [VerificationKey], _ issuer: String,
+    _ signed: SignedToken, keys: [VerificationKey], _ issuer: String, _ only: String?,
     _ clients: ClientIdentifier, _ now: Double
   ) -> Verdict {
     guard signed.verified(by: keys) else {
       return .rejected("OIDC proxy token's signature does not verify with the issuer's keys")
     }
-    switch clients.matchOIDC(issuer: issuer, claims: signed.claims, now: now) {
+    switch clients.matchOIDC(issuer: issuer, claims: signed.claims, now: now, only: only) {
     case .client(let name, let claims): return .client(name, claims: claims)
     case .rejected(let why): return .rejected(why)
     }

@@ -60,13 +60,13 @@ extension ProxyConnection {
       record.client = name
     case .anonymous:
       break
-    case .verifyToken(let token):
+    case .verifyToken(let token, let only):
       let loop = context.loop
       let me = LoopBound(self, loop: loop)
       let verdict = context.broker.issuerKeys.verify(
-        token, clients: runtime.clients, context: context, mayFetch: mayFetchKeys
+        token, only: only, clients: runtime.clients, context: context, mayFetch: mayFetchKeys
       ) {
-        loop.execute { me.value.issuerKeysArrived(token) }
+        loop.execute { me.value.issuerKeysArrived(token, only: only) }
       }
       switch verdict {
       case .client(let name, let claims):
@@ -103,10 +103,11 @@ extension ProxyConnection {
   }
 
   /// The issuer's keys were fetched (or the fetch failed): decide with what is cached now.
-  func issuerKeysArrived(_ token: String) {
+  func issuerKeysArrived(_ token: String, only: String?) {
     guard case .awaitingIdentity(let head, let record) = state else { return }
     admit(
-      head, .verifyToken(token), record: record, runtime: context.runtime, mayFetchKeys: false)
+      head, .verifyToken(token, only: only), record: record, runtime: context.runtime,
+      mayFetchKeys: false)
     if !closed {
       process()
       if !closed { updateInterest() }
