@@ -261,3 +261,38 @@ client runner {
     r = cli("check", "--config", str(path))
     assert r.returncode == 0, r.stderr
     assert "oidc issuer https://token.actions.githubusercontent.com audience credproxy claim repository myorg/deploy" in r.stdout
+
+
+def test_intercepted_tunnel_keeps_the_connects_oidc_identity(proxy, issuers, upstream, tmp_path,
+                                                             credproxy_bin):
+    import subprocess
+    rs, _ = issuers
+    ca = tmp_path / "ca"
+    r = subprocess.run([str(credproxy_bin), "ca", "init", "--dir", str(ca)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    audit = tmp_path / "audit.jsonl"
+    conf = """\
+listen 127.0.0.1:0
+ca-file {ca}
+ca-cert CADIR/ca.pem
+ca-key CADIR/ca-key.pem
+audit-log AUDIT
+client deploy {
+  oidc issuer ISSUER audience credproxy-itest claim repository myorg/deploy
+}
+route localhost:{upstream_port} {
+  intercept
+  allow deploy
+  auth none
+}
+""".replace("CADIR", str(ca)).replace("AUDIT", str(audit)).replace("ISSUER", rs.url)
+    px = proxy(conf)
+    token = good(rs)
+    r = curl("-x", f"http://deploy:{token}@127.0.0.1:{px.port}", "--cacert", str(ca / "ca.pem"),
+             f"https://localhost:{upstream.port}/echo/intercepted")
+    assert r.status == 200, r
+    records = [x for x in read_audit(audit, at_least=2) if x.get("via") == "intercept"]
+    assert records and records[-1]["client"] == "deploy"
+    assert records[-1]["client_claims"] == ["repository=myorg/deploy"]
+    assert token not in audit.read_text()

@@ -97,6 +97,8 @@ struct InterceptSession {
   let isIPv6: Bool
   /// The client the CONNECT identified (Proxy-Authorization or `from`); nil: anonymous.
   let client: String?
+  /// The claims an OIDC client matched on the CONNECT, for the inner requests' audit records.
+  var clientClaims: [String]? = nil
 
   /// Whether `authority` (an inner request's Host or absolute-form target) names the target.
   /// A missing port means 443: inside the tunnel the caller speaks https.

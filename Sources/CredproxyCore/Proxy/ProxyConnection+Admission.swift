@@ -18,6 +18,7 @@ extension ProxyConnection {
       record.via = "intercept"
       record.scheme = "https"
       record.client = session.client
+      record.clientClaims = session.clientClaims
       guard head.method != "CONNECT", let authority = head.authority, session.binds(authority)
       else {
         record.deny(.misdirected)
