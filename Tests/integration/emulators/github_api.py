@@ -26,6 +26,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from .jsonhttp import JSONHandler, serve, stop
+
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
 
 
@@ -33,11 +35,6 @@ def _b64url_decode(text: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         raise ValueError("not base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # read when the socket starts listening: a cold burst must not overflow it
 
 
 @dataclass
@@ -128,19 +125,7 @@ class GitHubAPI:
     def start(self) -> "GitHubAPI":
         api = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: Dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JSONHandler):
 
             def _body(self) -> bytes:
                 n = int(self.headers.get("Content-Length") or 0)
@@ -156,21 +141,21 @@ class GitHubAPI:
                 except (ValueError, json.JSONDecodeError) as exc:
                     with api.lock:
                         api.rejections.append(str(exc))
-                    return self._send(401, {"message": str(exc)})
+                    return self.send_json(401, {"message": str(exc)})
                 if not self.headers.get("User-Agent"):
-                    return self._send(403, {"message": "Request forbidden: a User-Agent is required"})
+                    return self.send_json(403, {"message": "Request forbidden: a User-Agent is required"})
                 installation = api.installations.get(m.group(1))
                 if installation is None:
-                    return self._send(404, {"message": "Not Found"})
+                    return self.send_json(404, {"message": "Not Found"})
                 body = json.loads(raw) if raw.strip() else {}
                 repos = body.get("repositories") or installation.repositories
                 perms = body.get("permissions") or installation.permissions
                 if any(r not in installation.repositories for r in repos):
-                    return self._send(422, {"message": "There is at least one repository that does not exist or is not accessible to the parent installation."})
+                    return self.send_json(422, {"message": "There is at least one repository that does not exist or is not accessible to the parent installation."})
                 for name, level in perms.items():
                     have = installation.permissions.get(name)
                     if have is None or _LEVELS.get(level, 99) > _LEVELS[have]:
-                        return self._send(422, {"message": f"The permissions requested are not granted to this installation ({name})."})
+                        return self.send_json(422, {"message": f"The permissions requested are not granted to this installation ({name})."})
                 if api.mint_delay:
                     time.sleep(api.mint_delay)
                 token = "ghs_" + secrets.token_urlsafe(27)
@@ -178,7 +163,7 @@ class GitHubAPI:
                 with api.lock:
                     api.mints.append(Mint(m.group(1), token, expires, list(repos), dict(perms), claims))
                 stamp = datetime.fromtimestamp(int(expires), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-                self._send(201, {"token": token, "expires_at": stamp, "permissions": perms,
+                self.send_json(201, {"token": token, "expires_at": stamp, "permissions": perms,
                                  "repository_selection": "selected" if body.get("repositories") else "all",
                                  "repositories": [{"name": r} for r in repos]})
 
@@ -199,15 +184,12 @@ class GitHubAPI:
                 with api.lock:
                     api.api_calls.append({"path": self.path, "scheme": scheme, "ok": mint is not None})
                 if mint is None:
-                    return self._send(401, {"message": "Bad credentials"})
-                self._send(200, {"path": self.path, "scheme": scheme.lower(),
+                    return self.send_json(401, {"message": "Bad credentials"})
+                self.send_json(200, {"path": self.path, "scheme": scheme.lower(),
                                  "repositories": mint.repositories, "permissions": mint.permissions})
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        stop(self._server)

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from .jsonhttp import JSONHandler, serve, stop
+
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -30,11 +32,6 @@ def b64url(data: bytes) -> str:
 def _int_bytes(n: int, length: Optional[int] = None) -> bytes:
     length = length or (n.bit_length() + 7) // 8
     return n.to_bytes(length, "big")
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # read when the socket starts listening: a cold burst must not overflow it
 
 
 class SigningKey:
@@ -116,19 +113,14 @@ class OIDCIssuer:
     def start(self) -> "OIDCIssuer":
         issuer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(JSONHandler):
             def do_GET(self) -> None:
                 if issuer.fail_status:
-                    return self._send(issuer.fail_status, {"error": "unavailable"})
+                    return self.send_json(issuer.fail_status, {"error": "unavailable"})
                 if self.path == "/.well-known/openid-configuration":
                     with issuer.lock:
                         issuer.discovery_fetches += 1
-                    return self._send(200, {
+                    return self.send_json(200, {
                         "issuer": issuer.url, "jwks_uri": issuer.url + "/jwks",
                         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
                         "response_types_supported": ["id_token"],
@@ -139,22 +131,12 @@ class OIDCIssuer:
                     with issuer.lock:
                         issuer.jwks_fetches += 1
                         keys = [k.jwk() for k in issuer.keys]
-                    return self._send(200, {"keys": keys})
-                self._send(404, {"error": "not_found"})
+                    return self.send_json(200, {"keys": keys})
+                self.send_json(404, {"error": "not_found"})
 
-            def _send(self, status: int, body: Dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        stop(self._server)
