@@ -157,3 +157,19 @@ def test_cold_burst_of_100_requests_mints_once(gh_proxy, github):
     assert statuses == [200] * 100
     assert github.mint_count() == 1
     assert sum(1 for c in github.api_calls if c["ok"]) == 100
+
+
+def test_explain_mint_shows_the_github_token_by_fingerprint(cli, proxy_factory, github, tmp_path):
+    key = tmp_path / "app.pem"
+    key.write_text(github.private_key_pem())
+    conf = (CONF.replace("APPID", str(github.app_id)).replace("KEYFILE", str(key))
+            .replace("GHURL", github.url).replace("GHPORT", github.url.rsplit(":", 1)[1]))
+    path = proxy_factory.config(conf)
+    r = cli("explain", github.url + "/narrow/repos/myorg/deploy", "--mint", "--config", str(path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Basic <base64 of user x-access-token and the token credentials gh-narrow mints>" in r.stdout
+    assert github.mint_count() == 1
+    token = github.mints[0].token
+    assert token not in r.stdout + r.stderr
+    import hashlib
+    assert hashlib.sha256(token.encode()).hexdigest()[:12] in r.stdout
