@@ -280,7 +280,7 @@ public struct Route: Sendable {
     case .none: return nil
     case .header(let name, _): return name
     case .bearer, .basic: return "Authorization"
-    case .oauth2, .oidc: return authHeader ?? "Authorization"
+    case .oauth2, .oidc, .token: return authHeader ?? "Authorization"
     }
   }
 }
@@ -370,6 +370,9 @@ public enum AuthSpec: Sendable, Equatable {
   case oauth2(scopes: [String])
   /// Google ID token.
   case oidc(audience: OIDCAudience)
+  /// `auth token`: the one token of the route's `credentials` (a program's token from
+  /// `source exec`; a cloud-platform access token from a Google source).
+  case token
 
   public static let defaultScopes = ["https://www.googleapis.com/auth/cloud-platform"]
 
@@ -381,13 +384,14 @@ public enum AuthSpec: Sendable, Equatable {
     case .basic: return "basic"
     case .oauth2: return "OAuth2"
     case .oidc: return "OIDC"
+    case .token: return "token"
     }
   }
 
-  /// True for OAuth2 and OIDC: tokens minted from a credentials block.
+  /// True for OAuth2, OIDC and token: tokens minted from a credentials block.
   public var usesGoogleCredentials: Bool {
     switch self {
-    case .oauth2, .oidc: return true
+    case .oauth2, .oidc, .token: return true
     default: return false
     }
   }
@@ -478,6 +482,8 @@ public enum CredentialSource: Sendable, Equatable {
   /// A generic OAuth 2.0 client-credentials grant. Access tokens only.
   case clientCredentials(
     tokenURL: String, clientID: String, clientSecret: SecretRef, scopes: [String])
+  /// `source exec PROGRAM [ARGS…]`: a host program prints one token (`auth token` only).
+  case exec(ExecCommand)
 
   public var typeName: String {
     switch self {
@@ -487,16 +493,36 @@ public enum CredentialSource: Sendable, Equatable {
     case .impersonate: return "impersonate"
     case .refreshToken: return "refresh-token"
     case .clientCredentials: return "client-credentials"
+    case .exec: return "exec"
     }
   }
 
   /// Whether this source can mint an ID token for an arbitrary audience (OIDC).
   public var canMintIDTokens: Bool {
     switch self {
-    case .refreshToken, .clientCredentials: return false
+    case .refreshToken, .clientCredentials, .exec: return false
     default: return true
     }
   }
+}
+
+/// A program credproxy runs (no shell) for a token: `source exec PROGRAM [ARGS…]`.
+public struct ExecCommand: Sendable, Equatable, CustomStringConvertible {
+  public static let defaultTimeoutMs = 10_000
+  /// A path (resolved against the config file's directory) or a bare name searched in `PATH`.
+  public var program: String
+  public var arguments: [String]
+  /// `exec-timeout D`: the program is killed after this long.
+  public var timeoutMs: Int
+
+  public init(program: String, arguments: [String], timeoutMs: Int = ExecCommand.defaultTimeoutMs) {
+    self.program = program
+    self.arguments = arguments
+    self.timeoutMs = timeoutMs
+  }
+
+  /// The program only: arguments may carry anything and are never shown.
+  public var description: String { program }
 }
 
 public struct ConfigDiagnostic: Error, Sendable, Equatable, CustomStringConvertible {

@@ -76,6 +76,13 @@ extension ParseSession {
             info.credentialsToken ?? info.head,
             "undefined credentials \"\(route.credentials)\"; expected a credentials \(route.credentials) { … } block, or default"
           )
+        } else if let spec = config.credential(named: route.credentials),
+          case .exec = spec.source, route.auth != .token
+        {
+          error(
+            info.authToken ?? info.head,
+            "auth \(route.auth.typeName) uses credentials \"\(route.credentials)\" (source exec), which prints one token and takes no scopes or audience; expected auth token"
+          )
         } else if case .oidc = route.auth, let spec = config.credential(named: route.credentials),
           !spec.source.canMintIDTokens
         {

@@ -14,8 +14,19 @@ indirect enum MintingSource: Sendable {
   case impersonate(
     target: String, delegates: [String], iamEndpoint: String, source: MintingCredential)
   case clientCredentials(tokenURL: String, clientID: String, clientSecret: String, scopes: [String])
+  /// A host program that prints one token (`source exec`); `path` already located.
+  case program(path: String, arguments: [String], timeoutMs: Int, environment: [String: String])
   /// Cannot mint; every request gets 503 with this explanation.
   case unavailable(String)
+}
+
+extension MintingSource {
+  /// Whether the token depends on the scopes asked for. A program prints one token: every route
+  /// shares one cache entry, whatever it would have asked.
+  var takesScopes: Bool {
+    if case .program = self { return false }
+    return true
+  }
 }
 
 /// A named credential ready to mint, plus how it was found (shown in errors, never secret).
@@ -97,6 +108,17 @@ final class MintingCredential: Sendable {
       }
     case .adc:
       return adc(name: spec.name, environment: environment, iamEndpoint: iam)
+    case .exec(let command):
+      guard let path = ProgramRunner.locate(command.program, searchPath: environment["PATH"])
+      else {
+        return (.unavailable(ProgramRunner.notRunnable(command.program)), "")
+      }
+      return (
+        .program(
+          path: path, arguments: command.arguments, timeoutMs: command.timeoutMs,
+          environment: ProgramRunner.smallEnvironment(from: environment)),
+        "program \(path)"
+      )
     }
   }
 

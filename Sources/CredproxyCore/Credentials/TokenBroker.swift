@@ -12,10 +12,10 @@ struct TokenRequest: Sendable {
   var credential: MintingCredential
 
   init(credential: MintingCredential, scopes: [String]) {
-    let normalized = Scopes.normalize(scopes)
+    let normalized = credential.source.takesScopes ? Scopes.normalize(scopes) : []
     key = TokenKey(
       credential: credential.name, kind: .accessToken,
-      scopesOrAudience: Scopes.cacheKey(normalized))
+      scopesOrAudience: normalized.joined(separator: " "))
     self.scopes = normalized
     audience = ""
     self.credential = credential

@@ -144,7 +144,7 @@ final class ProxyRuntime: Sendable {
       return [secret]
     case .impersonate(_, _, _, let source):
       return secrets(of: source.source)
-    case .metadata, .unavailable:
+    case .metadata, .unavailable, .program:
       return []
     }
   }
@@ -178,6 +178,16 @@ final class ProxyRuntime: Sendable {
         }
         return .minted(
           credential: credential, kind: .oidc(audience: audience),
+          header: route.injectedHeaderName ?? "Authorization")
+      case .token:
+        guard let credential = credentials[route.credentials] else {
+          return .unavailable("credential \"\(route.credentials)\" is not defined")
+        }
+        // A Google source's token is its cloud-platform access token (the same cache entry as
+        // `auth OAuth2`); a program's scopes are ignored (`takesScopes`).
+        return .minted(
+          credential: credential,
+          kind: .oauth2(TokenRequest(credential: credential, scopes: AuthSpec.defaultScopes)),
           header: route.injectedHeaderName ?? "Authorization")
       }
     } catch {
