@@ -312,7 +312,7 @@ public struct Route: Sendable {
     case .none: return nil
     case .header(let name, _): return name
     case .bearer, .basic: return "Authorization"
-    case .oauth2, .oidc, .basicToken: return authHeader ?? "Authorization"
+    case .oauth2, .oidc, .token, .basicToken: return authHeader ?? "Authorization"
     }
   }
 }
@@ -402,6 +402,9 @@ public enum AuthSpec: Sendable, Equatable {
   case oauth2(scopes: [String])
   /// Google ID token.
   case oidc(audience: OIDCAudience)
+  /// `auth token`: the one token of the route's `credentials` (a program's token from
+  /// `source exec`; a cloud-platform access token from a Google source).
+  case token
   /// `auth basic USER token`: `Authorization: Basic base64(USER:<the token the route's
   /// credentials mint>)`, the form git over http takes (`x-access-token` for GitHub App tokens).
   case basicToken(user: String)
@@ -416,14 +419,24 @@ public enum AuthSpec: Sendable, Equatable {
     case .basic: return "basic"
     case .oauth2: return "OAuth2"
     case .oidc: return "OIDC"
+    case .token: return "token"
     case .basicToken: return "basic"
     }
   }
 
-  /// True for OAuth2 and OIDC: tokens minted from a credentials block.
+  /// `auth token` and `auth basic USER token`: the credentials block's one token as it is (no
+  /// scopes, no audience).
+  public var sendsTheCredentialsToken: Bool {
+    switch self {
+    case .token, .basicToken: return true
+    default: return false
+    }
+  }
+
+  /// True for OAuth2, OIDC and token: tokens minted from a credentials block.
   public var usesGoogleCredentials: Bool {
     switch self {
-    case .oauth2, .oidc, .basicToken: return true
+    case .oauth2, .oidc, .token, .basicToken: return true
     default: return false
     }
   }
@@ -514,6 +527,8 @@ public enum CredentialSource: Sendable, Equatable {
   /// A generic OAuth 2.0 client-credentials grant. Access tokens only.
   case clientCredentials(
     tokenURL: String, clientID: String, clientSecret: SecretRef, scopes: [String])
+  /// `source exec PROGRAM [ARGS…]`: a host program prints one token (`auth token` only).
+  case exec(ExecCommand)
   /// A GitHub App installation token (`source github-app …`).
   case githubApp(GitHubAppSpec)
 
@@ -525,6 +540,7 @@ public enum CredentialSource: Sendable, Equatable {
     case .impersonate: return "impersonate"
     case .refreshToken: return "refresh-token"
     case .clientCredentials: return "client-credentials"
+    case .exec: return "exec"
     case .githubApp: return "github-app"
     }
   }
@@ -532,10 +548,29 @@ public enum CredentialSource: Sendable, Equatable {
   /// Whether this source can mint an ID token for an arbitrary audience (OIDC).
   public var canMintIDTokens: Bool {
     switch self {
-    case .refreshToken, .clientCredentials, .githubApp: return false
+    case .refreshToken, .clientCredentials, .exec, .githubApp: return false
     default: return true
     }
   }
+}
+
+/// A program credproxy runs (no shell) for a token: `source exec PROGRAM [ARGS…]`.
+public struct ExecCommand: Sendable, Equatable, CustomStringConvertible {
+  public static let defaultTimeoutMs = 10_000
+  /// A path (resolved against the config file's directory) or a bare name searched in `PATH`.
+  public var program: String
+  public var arguments: [String]
+  /// `exec-timeout D`: the program is killed after this long.
+  public var timeoutMs: Int
+
+  public init(program: String, arguments: [String], timeoutMs: Int = ExecCommand.defaultTimeoutMs) {
+    self.program = program
+    self.arguments = arguments
+    self.timeoutMs = timeoutMs
+  }
+
+  /// The program only: arguments may carry anything and are never shown.
+  public var description: String { program }
 }
 
 public struct ConfigDiagnostic: Error, Sendable, Equatable, CustomStringConvertible {

@@ -138,8 +138,15 @@ final class KeylessConfigTests: XCTestCase {
     XCTAssertEqual(
       diagnostics(gh + "route a.example.com {\n  credentials gh\n  auth OAuth2\n}\n"),
       [
-        "proxy.conf:5:15: auth OAuth2 uses credentials \"gh\" (source github-app), which mints GitHub installation tokens, not Google access tokens; expected auth basic x-access-token token"
+        "proxy.conf:5:15: auth OAuth2 uses credentials \"gh\" (source github-app), which mints GitHub installation tokens, not Google access tokens; expected auth token (Bearer) or auth basic x-access-token token (git over http)"
       ])
+    // Both token forms are fine, on a github-app and on a program's token alike.
+    XCTAssertNoThrow(
+      try parse(gh + "route a.example.com {\n  credentials gh\n  auth token\n}\n"))
+    XCTAssertNoThrow(
+      try parse(
+        "credentials p {\n  source exec /bin/true\n}\nroute a.example.com {\n  credentials p\n  auth basic x-access-token token\n}\n"
+      ))
     XCTAssertEqual(
       diagnostics(gh + "route a.example.com {\n  credentials gh\n  auth OIDC\n}\n"),
       [

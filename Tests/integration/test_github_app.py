@@ -38,6 +38,11 @@ route 127.0.0.1:GHPORT/too-wide {
   credentials gh-too-wide
   auth basic x-access-token token
 }
+route 127.0.0.1:GHPORT/bearer {
+  upstream http
+  credentials gh
+  auth token
+}
 route 127.0.0.1:GHPORT/elsewhere {
   upstream http
   credentials gh-elsewhere
@@ -173,3 +178,15 @@ def test_explain_mint_shows_the_github_token_by_fingerprint(cli, proxy_factory, 
     assert token not in r.stdout + r.stderr
     import hashlib
     assert hashlib.sha256(token.encode()).hexdigest()[:12] in r.stdout
+
+
+def test_auth_token_sends_the_same_cached_token_as_bearer(gh_proxy, github):
+    px = gh_proxy()
+    r = fetch(px, github.url + "/bearer/repos/myorg/deploy")
+    assert r.status == 200, r
+    assert r.json()["scheme"] == "bearer"
+    # `auth token` and `auth basic x-access-token token` on one block share one token.
+    r = fetch(px, github.url + "/repos/myorg/deploy")
+    assert r.status == 200 and r.json()["scheme"] == "basic"
+    assert github.mint_count() == 1
+    issued_tokens_absent(px, github)

@@ -1,9 +1,10 @@
 // The two directives with a grammar of their own: `auth TYPE …` in a route and `source TYPE …` in
 // a credentials block.
 
-private let authTypesExpected = "expected one of none, bearer, header, basic, OAuth2, OIDC"
+private let authTypesExpected =
+  "expected one of none, bearer, header, basic, OAuth2, OIDC, token"
 private let sourceTypesExpected =
-  "expected one of adc, key-file, metadata, impersonate, refresh-token, client-credentials, github-app"
+  "expected one of adc, key-file, metadata, impersonate, refresh-token, client-credentials, exec, github-app"
 
 extension ParseSession {
   /// `auth none | bearer SECRET | header NAME SECRET | basic USER SECRET | OAuth2 [scopes S…]
@@ -19,6 +20,11 @@ extension ParseSession {
     case "none":
       guard arity(s, 0, "auth none", skip: 2) else { return nil }
       return AuthSpec.none
+    case "token":
+      guard arity(s, 0, "auth token (the token of the route's credentials)", skip: 2) else {
+        return nil
+      }
+      return .token
     case "bearer":
       guard arity(s, 1, "auth bearer SECRET (env:NAME, file:PATH or a value)", skip: 2),
         let ref = secret(rest[0])
@@ -108,6 +114,20 @@ extension ParseSession {
     case "key-file":
       guard arity(s, 1, "source key-file PATH", skip: 2), let p = path(rest[0]) else { return nil }
       return .keyFile(path: p)
+    case "exec":
+      guard let program = rest.first else {
+        error(type, "exec is missing its program; expected source exec PROGRAM [ARGS…]")
+        return nil
+      }
+      guard !program.text.isEmpty else {
+        error(program, "empty program; expected source exec PROGRAM [ARGS…]")
+        return nil
+      }
+      // A bare name is looked up in PATH when the credential is loaded; a path is relative to
+      // the config file like every other path.
+      let resolved = program.text.contains("/") ? path(program) : program.text
+      guard let resolved else { return nil }
+      return .exec(ExecCommand(program: resolved, arguments: rest.dropFirst().map(\.text)))
     case "refresh-token":
       guard arity(s, 1, "source refresh-token PATH", skip: 2), let p = path(rest[0]) else {
         return nil

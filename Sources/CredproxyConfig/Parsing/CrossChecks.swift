@@ -81,7 +81,14 @@ extension ParseSession {
         {
           error(
             info.credentialsToken ?? info.authToken ?? info.head,
-            "auth OAuth2 uses credentials \"\(route.credentials)\" (source github-app), which mints GitHub installation tokens, not Google access tokens; expected auth basic x-access-token token"
+            "auth OAuth2 uses credentials \"\(route.credentials)\" (source github-app), which mints GitHub installation tokens, not Google access tokens; expected auth token (Bearer) or auth basic x-access-token token (git over http)"
+          )
+        } else if let spec = config.credential(named: route.credentials),
+          case .exec = spec.source, !route.auth.sendsTheCredentialsToken
+        {
+          error(
+            info.authToken ?? info.head,
+            "auth \(route.auth.typeName) uses credentials \"\(route.credentials)\" (source exec), which prints one token and takes no scopes or audience; expected auth token"
           )
         } else if case .oidc = route.auth, let spec = config.credential(named: route.credentials),
           !spec.source.canMintIDTokens

@@ -23,6 +23,8 @@ struct CredentialsDraft {
   var sourceFailed = false
   var iam: String?
   var window: Int?
+  /// `exec-timeout D` (for `source exec`), with where it was written.
+  var execTimeout: (ms: Int, token: Token)?
 }
 
 extension ParseSession {
@@ -230,7 +232,7 @@ extension ParseSession {
         guard let t = token else { continue }
         error(
           t,
-          "\(directive) only applies to auth OAuth2, OIDC or basic USER token, and this route has \(current); expected auth OAuth2 or auth OIDC in this route"
+          "\(directive) only applies to auth OAuth2, OIDC, token or basic USER token, and this route has \(current); expected auth OAuth2, auth OIDC or auth token in this route"
         )
       }
     }
@@ -430,14 +432,25 @@ extension ParseSession {
     read(body, into: &block)
     let draft = block.credentials!
     credentialInfos[name] = draft.info
-    guard let source = draft.source else {
+    guard var source = draft.source else {
       if !draft.sourceFailed {
         error(
           nameToken,
-          "credentials \"\(name)\" has no source; expected source adc, key-file PATH, metadata, impersonate EMAIL, refresh-token PATH or client-credentials …"
+          "credentials \"\(name)\" has no source; expected source adc, key-file PATH, metadata, impersonate EMAIL, refresh-token PATH, client-credentials … or exec PROGRAM"
         )
       }
       return
+    }
+    if let timeout = draft.execTimeout {
+      if case .exec(var command) = source {
+        command.timeoutMs = timeout.ms
+        source = .exec(command)
+      } else {
+        error(
+          timeout.token,
+          "exec-timeout applies to source exec only; credentials \"\(name)\" has source \(source.typeName)"
+        )
+      }
     }
     config.credentials.append(
       CredentialSpec(
@@ -457,6 +470,15 @@ extension ParseSession {
 
   mutating func readIAMEndpoint(_ s: Statement, _ b: inout Block) {
     b.credentials?.iam = secureURL(s.tokens[1], what: "iam-endpoint")
+  }
+
+  mutating func readExecTimeout(_ s: Statement, _ b: inout Block) {
+    guard let ms = duration(s.tokens[1]) else { return }
+    guard ms > 0 && ms <= 600_000 else {
+      error(s.tokens[1], "exec-timeout \(s.tokens[1].text) is out of range; expected 1ms to 10m")
+      return
+    }
+    b.credentials?.execTimeout = (ms, s.tokens[1])
   }
 
   mutating func readRefreshWindow(_ s: Statement, _ b: inout Block) {

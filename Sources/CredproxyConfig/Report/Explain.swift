@@ -171,6 +171,9 @@ public enum Explain {
         lines.append("  auth: \(header): Bearer <OIDC ID token>")
         lines.append("  audience: \(aud) (audience \(audience.kindName))")
         lines.append(contentsOf: credentialLines(config, route, environment))
+      case .token:
+        lines.append("  auth: \(header): Bearer <token of credentials \(route.credentials)>")
+        lines.append(contentsOf: credentialLines(config, route, environment))
       }
       return (lines.joined(separator: "\n") + "\n", true)
     }

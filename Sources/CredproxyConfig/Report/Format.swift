@@ -60,6 +60,10 @@ enum Format {
       var out = "OIDC audience \(audience) credentials \(route.credentials)"
       if let h = route.authHeader { out += " auth-header \(h)" }
       return out
+    case .token:
+      var out = "token credentials \(route.credentials)"
+      if let h = route.authHeader { out += " auth-header \(h)" }
+      return out
     }
   }
 
@@ -77,6 +81,10 @@ enum Format {
       var out = "client-credentials token-url \(url) client-id \(word(id)) client-secret \(secret)"
       if !scopes.isEmpty { out += " scopes \(scopes.joined(separator: ","))" }
       return out
+    case .exec(let command):
+      // Arguments are left out: they may carry anything.
+      let args = command.arguments.isEmpty ? "" : " (\(command.arguments.count) arguments)"
+      return "exec \(word(command.program))\(args) timeout \(command.timeoutMs / 1000)s"
     case .githubApp(let app):
       var out =
         "github-app app-id \(word(app.appID)) installation-id \(app.installationID) private-key \(app.privateKey) api-url \(app.apiURL)"

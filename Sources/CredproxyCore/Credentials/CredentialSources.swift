@@ -14,9 +14,23 @@ indirect enum MintingSource: Sendable {
   case impersonate(
     target: String, delegates: [String], iamEndpoint: String, source: MintingCredential)
   case clientCredentials(tokenURL: String, clientID: String, clientSecret: String, scopes: [String])
+  /// A host program that prints one token (`source exec`); `path` already located.
+  case program(path: String, arguments: [String], timeoutMs: Int, environment: [String: String])
   case githubApp(GitHubAppInstallation)
   /// Cannot mint; every request gets 503 with this explanation.
   case unavailable(String)
+}
+
+extension MintingSource {
+  /// Whether the token depends on the scopes asked for. A program prints one token, and a GitHub
+  /// App's installation token is narrowed by its block: every route shares one cache entry,
+  /// whatever it would have asked.
+  var takesScopes: Bool {
+    switch self {
+    case .program, .githubApp: return false
+    default: return true
+    }
+  }
 }
 
 /// A named credential ready to mint, plus how it was found (shown in errors, never secret).
@@ -98,6 +112,17 @@ final class MintingCredential: Sendable {
       }
     case .adc:
       return adc(name: spec.name, environment: environment, iamEndpoint: iam)
+    case .exec(let command):
+      guard let path = ProgramRunner.locate(command.program, searchPath: environment["PATH"])
+      else {
+        return (.unavailable(ProgramRunner.notRunnable(command.program)), "")
+      }
+      return (
+        .program(
+          path: path, arguments: command.arguments, timeoutMs: command.timeoutMs,
+          environment: ProgramRunner.smallEnvironment(from: environment)),
+        "program \(path)"
+      )
     case .githubApp(let app):
       let origin = "github-app \(app.appID) installation \(app.installationID) at \(app.apiURL)"
       do {

@@ -134,6 +134,18 @@ final class MintOperation {
         TokenResponses.accessToken(status: response.status, body: response.body, requestTime: now)
       }
 
+    case .program(let path, let arguments, let timeoutMs, let environment):
+      guard !idToken else {
+        done(.failure(.local("a program's token is not an ID token for an arbitrary audience")))
+        return
+      }
+      ProgramRunner.start(
+        path: path, arguments: arguments, environment: environment, timeoutMs: timeoutMs,
+        loop: context.loop
+      ) { outcome in
+        done(Self.programToken(outcome, path: path, now: now))
+      }
+
     case .githubApp(let app):
       guard !idToken else {
         done(.failure(.local("a GitHub App mints installation tokens, not ID tokens")))
@@ -172,6 +184,23 @@ final class MintOperation {
       case .failed(let message), .unavailable(let message):
         done(.failure(.local(message)))
       }
+    }
+  }
+
+  /// A program's outcome as a token or a failure naming the program and how it ended; what it
+  /// printed never appears (not retried here: the cache's backoff spaces the next run).
+  static func programToken(_ outcome: ProgramRunner.Outcome, path: String, now: Double)
+    -> Result<MintedToken, TokenEndpointError>
+  {
+    func failure(_ why: String) -> Result<MintedToken, TokenEndpointError> {
+      .failure(
+        TokenEndpointError(
+          status: 0, error: nil, errorDescription: why, retryable: false, source: "program \(path)")
+      )
+    }
+    guard outcome.succeeded else { return failure(outcome.termination.description) }
+    return ProgramTokenOutput.parse(outcome.stdout, now: now).flatMapError {
+      failure("exited with status 0 but \($0.description)")
     }
   }
 

@@ -20,10 +20,10 @@ struct TokenRequest: Sendable {
   }
 
   init(credential: MintingCredential, scopes: [String]) {
-    let normalized = Scopes.normalize(scopes)
+    let normalized = credential.source.takesScopes ? Scopes.normalize(scopes) : []
     key = TokenKey(
       credential: credential.name, kind: .accessToken,
-      scopesOrAudience: Scopes.cacheKey(normalized))
+      scopesOrAudience: normalized.joined(separator: " "))
     self.scopes = normalized
     audience = ""
     self.credential = credential

@@ -146,7 +146,7 @@ final class ProxyRuntime: Sendable {
       return secrets(of: source.source)
     case .githubApp(let app):
       return [app.privateKeyPEM]
-    case .metadata, .unavailable:
+    case .metadata, .unavailable, .program:
       return []
     }
   }
@@ -178,7 +178,8 @@ final class ProxyRuntime: Sendable {
         guard let credential = credentials[route.credentials] else {
           return .unavailable("credential \"\(route.credentials)\" is not defined")
         }
-        var request = TokenRequest(credential: credential, scopes: [])
+        // The same token, and cache entry, as `auth token` on this credential.
+        var request = TokenRequest(credential: credential, scopes: AuthSpec.defaultScopes)
         request.basicUser = user
         return .minted(
           credential: credential, kind: .oauth2(request),
@@ -189,6 +190,16 @@ final class ProxyRuntime: Sendable {
         }
         return .minted(
           credential: credential, kind: .oidc(audience: audience),
+          header: route.injectedHeaderName ?? "Authorization")
+      case .token:
+        guard let credential = credentials[route.credentials] else {
+          return .unavailable("credential \"\(route.credentials)\" is not defined")
+        }
+        // A Google source's token is its cloud-platform access token (the same cache entry as
+        // `auth OAuth2`); a program's scopes are ignored (`takesScopes`).
+        return .minted(
+          credential: credential,
+          kind: .oauth2(TokenRequest(credential: credential, scopes: AuthSpec.defaultScopes)),
           header: route.injectedHeaderName ?? "Authorization")
       }
     } catch {
