@@ -32,7 +32,9 @@ public enum Identification: Sendable, Equatable {
 /// (NAME must be a client's name) or `Bearer TOKEN` (a client's token); bad credentials are
 /// rejected even if the address would match a `from`. Without the header, the client whose
 /// `from` block contains the peer address (the longest prefix; the first in the file on a tie).
-/// Secrets are compared in constant time.
+/// Secrets are compared in constant time. A Bearer JWT that is no client's static token (or the
+/// password of Basic `NAME:JWT` for an `oidc` client NAME) is handed back as `.verifyToken`: its
+/// signature is checked in CredproxyCore, and `matchOIDC` then names the client.
 public struct ClientIdentifier: Sendable {
   /// The value of `Proxy-Authenticate` on a 407.
   public static let challenge = "Basic realm=\"credproxy\""
