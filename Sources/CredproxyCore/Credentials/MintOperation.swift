@@ -134,6 +134,33 @@ final class MintOperation {
         TokenResponses.accessToken(status: response.status, body: response.body, requestTime: now)
       }
 
+    case .stsExchange(let account, let environment):
+      guard !idToken else {
+        done(
+          .failure(
+            .local(
+              "an external account without service_account_impersonation_url gets access tokens only from STS"
+            )))
+        return
+      }
+      SubjectTokenSource.fetch(
+        account, environment: environment, transport: broker.transport, context: context
+      ) { [self] subject in
+        switch subject {
+        case .failure(let error):
+          done(.failure(error))
+        case .success(let subjectToken):
+          let spec = TokenRequests.stsExchange(
+            account, subjectToken: subjectToken, scopes: request.scopes)
+          send(spec, timeoutMs: 10_000, source: "STS \(account.tokenURL)", done) { response in
+            // An STS error could quote what it was given: never let the subject token through.
+            TokenResponses.accessToken(
+              status: response.status, body: response.body, requestTime: now
+            ).mapError { $0.sanitized(secrets: [subjectToken]) }
+          }
+        }
+      }
+
     case .program(let path, let arguments, let timeoutMs, let environment):
       guard !idToken else {
         done(.failure(.local("a program's token is not an ID token for an arbitrary audience")))

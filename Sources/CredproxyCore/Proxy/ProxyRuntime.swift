@@ -84,6 +84,10 @@ final class ProxyRuntime: Sendable {
       route: Route(name: "(no route: report mode)", patterns: [], line: 0), auth: .none)
     router = Router(routes: config.routes)
     let credentials = MintingCredential.loadAll(config: config, environment: environment)
+    let fileProblems = CredentialFileCheck.problems(config: config, credentials)
+    if !fileProblems.isEmpty {
+      throw SocketError(message: fileProblems.joined(separator: "\n"))
+    }
     self.credentials = credentials
     routes = config.routes.map {
       PreparedRoute(route: $0, auth: Self.prepare($0, environment, credentials))
@@ -144,6 +148,8 @@ final class ProxyRuntime: Sendable {
       return [secret]
     case .impersonate(_, _, _, let source):
       return secrets(of: source.source)
+    case .stsExchange(let account, _):
+      return account.clientSecret.map { [$0] } ?? []
     case .metadata, .unavailable, .program:
       return []
     }
