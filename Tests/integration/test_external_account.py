@@ -326,8 +326,10 @@ def test_executable_output_file_is_reused_while_valid(emu, gup, proxy_factory, g
 
 def test_impersonation_after_sts_access_and_id_tokens(emu, gup, proxy_factory, genv, pki, tmp_path):
     (tmp_path / "subject.jwt").write_text(subject_token("imp-sub"))
-    path = adc(tmp_path / "wif.json", emu, {"file": str(tmp_path / "subject.jwt")}, impersonate=TARGET)
+    path = adc(tmp_path / "wif.json", emu, {"file": str(tmp_path / "subject.jwt")}, impersonate=TARGET,
+               service_account_impersonation={"token_lifetime_seconds": 1800})
     theirs = emu.lookup(google_auth_token(path))
+    assert round(theirs.expiry - theirs.issued_at) == 1800
     assert theirs.source == "iam" and theirs.email == TARGET
     px = proxy_factory(ext_conf(
         pki, gup, f"source key-file {path}",
@@ -337,6 +339,7 @@ def test_impersonation_after_sts_access_and_id_tokens(emu, gup, proxy_factory, g
     assert a["known"] and a["source"] == "iam" and a["email"] == TARGET and a["scopes"] == [CP], a
     assert a["source_identity"].startswith("principal://iam.googleapis.com/projects/123456789/"), a
     assert a["source_identity"].endswith("/subject/imp-sub"), a
+    assert 1700 < a["expiry"] - time.time() <= 1800, a  # token_lifetime_seconds, as google-auth asks
     s = fetch_json(px, gup.url("/run/x"))["serverless"]
     assert s["known"] and s["kind"] == "id" and s["verified"] and s["email"] == TARGET, s
     assert s["audience"] == gup.origin and s["source"] == "iam", s

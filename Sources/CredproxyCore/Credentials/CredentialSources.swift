@@ -10,9 +10,12 @@ indirect enum MintingSource: Sendable {
   /// `probing`: reached by ADC's fall-through without GCE_METADATA_HOST; if the server is not
   /// there we are not on Google Cloud, so a connection failure is final rather than retried.
   case metadata(baseURL: String, probing: Bool)
-  /// IAM Credentials on behalf of `target`, paid for with `source`'s cloud-platform token.
+  /// IAM Credentials on behalf of `target`, paid for with `source`'s cloud-platform token;
+  /// access tokens asked for `lifetimeSeconds` (an `external_account` file's
+  /// `token_lifetime_seconds`; else 3600).
   case impersonate(
-    target: String, delegates: [String], iamEndpoint: String, source: MintingCredential)
+    target: String, delegates: [String], iamEndpoint: String, source: MintingCredential,
+    lifetimeSeconds: Int = 3600)
   case clientCredentials(tokenURL: String, clientID: String, clientSecret: String, scopes: [String])
   /// Workload identity federation: a subject token (re-read at every mint) exchanged at STS.
   /// `environment`: what an executable subject-token source runs with.
@@ -272,7 +275,8 @@ final class MintingCredential: Sendable {
     let inner = MintingCredential(
       name: "\(name) (STS)", source: sts, refreshWindowSeconds: nil, origin: account.description)
     return .impersonate(
-      target: target, delegates: [], iamEndpoint: account.iamEndpoint ?? iamEndpoint, source: inner)
+      target: target, delegates: [], iamEndpoint: account.iamEndpoint ?? iamEndpoint, source: inner,
+      lifetimeSeconds: account.tokenLifetimeSeconds ?? 3600)
   }
 
   /// A subject-token URL may carry a bearer in its headers (GitHub Actions' request token): https,

@@ -173,7 +173,7 @@ final class MintOperation {
         done(Self.programToken(outcome, path: path, now: now))
       }
 
-    case .impersonate(let target, let delegates, let endpoint, let sourceCredential):
+    case .impersonate(let target, let delegates, let endpoint, let sourceCredential, let lifetime):
       // First the source credential's own cloud-platform token (cached and single-flight too).
       let sourceRequest = TokenRequest(credential: sourceCredential, scopes: [Scopes.cloudPlatform])
       let loop = context.loop
@@ -183,13 +183,14 @@ final class MintOperation {
           done(
             .failure(.local("source credential \"\(sourceCredential.name)\": \(failure.message)")))
         case .success(let token):
-          self.impersonate(target, delegates, endpoint, token.value, now: TokenBroker.now(), done)
+          self.impersonate(
+            target, delegates, endpoint, lifetime, token.value, now: TokenBroker.now(), done)
         }
       }
       let waiter: TokenWaiter = { result in loop.execute { resume.value(result) } }
       switch broker.acquire(sourceRequest, context: context, makeWaiter: { waiter }) {
       case .token(let token):
-        impersonate(target, delegates, endpoint, token.value, now: now, done)
+        impersonate(target, delegates, endpoint, lifetime, token.value, now: now, done)
       case .waiting:
         break
       case .failed(let message), .unavailable(let message):
@@ -216,8 +217,8 @@ final class MintOperation {
   }
 
   private func impersonate(
-    _ target: String, _ delegates: [String], _ endpoint: String, _ sourceToken: String,
-    now: Double, _ done: @escaping Completion
+    _ target: String, _ delegates: [String], _ endpoint: String, _ lifetimeSeconds: Int,
+    _ sourceToken: String, now: Double, _ done: @escaping Completion
   ) {
     let idToken = request.key.kind == .idToken
     let spec =
@@ -227,7 +228,7 @@ final class MintOperation {
         delegates: delegates, sourceToken: sourceToken)
       : TokenRequests.iamGenerateAccessToken(
         endpoint: endpoint, targetEmail: target, scopes: request.scopes, delegates: delegates,
-        sourceToken: sourceToken)
+        lifetimeSeconds: lifetimeSeconds, sourceToken: sourceToken)
     send(spec, timeoutMs: 10_000, source: "IAM Credentials \(endpoint)", done) { response in
       idToken
         ? TokenResponses.iamIDToken(status: response.status, body: response.body)

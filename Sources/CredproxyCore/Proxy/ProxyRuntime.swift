@@ -146,10 +146,13 @@ final class ProxyRuntime: Sendable {
       return [user.refreshToken, user.clientSecret]
     case .clientCredentials(_, _, let secret, _):
       return [secret]
-    case .impersonate(_, _, _, let source):
+    case .impersonate(_, _, _, let source, _):
       return secrets(of: source.source)
     case .stsExchange(let account, _):
-      return account.clientSecret.map { [$0] } ?? []
+      // The client secret and a url source's header values (e.g. a CI job's request token).
+      var values = account.clientSecret.map { [$0] } ?? []
+      if case .url(_, let headers, _) = account.source { values += headers.map(\.value) }
+      return values
     case .metadata, .unavailable, .program:
       return []
     }
