@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 
 /// `type: "external_account"`: workload (or workforce) identity federation. A subject token from
 /// outside Google (a CI runner's OIDC token, a Kubernetes service-account token, a SAML
@@ -210,7 +211,8 @@ extension ExternalAccount {
           guard let value = ho[name] as? String else {
             throw fail("credential_source.headers.\(name) must be a string")
           }
-          guard isHeaderName(name), !value.utf8.contains(where: { $0 < 0x20 && $0 != 0x09 }) else {
+          guard HeaderNames.isToken(name), !value.utf8.contains(where: { $0 < 0x20 && $0 != 0x09 })
+          else {
             throw fail("credential_source.headers has a name or value a header cannot carry")
           }
           headers.append(Header(name, value))
@@ -267,14 +269,6 @@ extension ExternalAccount {
     }
     if account.clientSecret != nil && account.clientID == nil { account.clientSecret = nil }
     return account
-  }
-
-  private static func isHeaderName(_ name: String) -> Bool {
-    !name.isEmpty
-      && name.utf8.allSatisfy { b in
-        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
-          || "!#$%&'*+-.^_`|~".utf8.contains(b)
-      }
   }
 }
 

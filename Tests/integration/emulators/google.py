@@ -1579,13 +1579,20 @@ class TokenServer(_EmulatorServer):
             form[k] = v
         return form
 
-    def _token(self, req: Request) -> Response:
+    def _read_form(self, req: Request) -> Tuple[Optional[Dict[str, str]], Optional[Response]]:
+        """The form of a token request, or the 400 that refuses it."""
         ctype = (req.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
-            return _oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded.")
+            return None, _oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded.")
         form = self._form(req)
         if form is None:
-            return _oauth_error(400, "invalid_request", "Malformed form body (repeated parameter?).")
+            return None, _oauth_error(400, "invalid_request", "Malformed form body (repeated parameter?).")
+        return form, None
+
+    def _token(self, req: Request) -> Response:
+        form, refused = self._read_form(req)
+        if form is None:
+            return refused
         grant = form.get("grant_type")
         if not grant:
             return _oauth_error(400, "invalid_request", "Missing required parameter: grant_type")
@@ -1765,17 +1772,12 @@ class TokenServer(_EmulatorServer):
             body["scope"] = " ".join(rec.scopes)
         return _json_response(200, body, _NO_CACHE)
 
-    # -- tokeninfo -----------------------------------------------------------------------------
-
     # -- STS (RFC 8693 token exchange) ---------------------------------------------------------
 
     def _sts(self, req: Request) -> Response:
-        ctype = (req.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        if ctype != "application/x-www-form-urlencoded":
-            return _oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded.")
-        form = self._form(req)
+        form, refused = self._read_form(req)
         if form is None:
-            return _oauth_error(400, "invalid_request", "Malformed form body (repeated parameter?).")
+            return refused
         if form.get("grant_type") != TOKEN_EXCHANGE_GRANT:
             return _oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {form.get('grant_type')}")
         if form.get("requested_token_type") != ACCESS_TOKEN_TYPE:
@@ -1855,6 +1857,8 @@ class TokenServer(_EmulatorServer):
         if not c.get("sub"):
             return None, "ID Token has no sub."
         return c, ""
+
+    # -- tokeninfo -----------------------------------------------------------------------------
 
     def _tokeninfo(self, req: Request) -> Response:
         params = dict(req.query)
