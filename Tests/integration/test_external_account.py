@@ -444,3 +444,20 @@ def test_cold_burst_of_100_mints_once(emu, gup, proxy_factory, genv, pki, tmp_pa
         assert subject_server.granted == 1
     if kind == "executable":
         assert runs.read_text().splitlines() == ["run"]
+
+
+def test_explain_mint_and_check(emu, gup, proxy_factory, genv, pki, tmp_path, cli):
+    token = subject_token("explain-sub")
+    (tmp_path / "subject.jwt").write_text(token)
+    path = adc(tmp_path / "wif.json", emu, {"file": str(tmp_path / "subject.jwt")}, impersonate=TARGET)
+    cfg = proxy_factory.config(conf(pki.ca_file, route(f"localhost:{gup.port}/oauth", "auth OAuth2")),
+                               name="explain.conf")
+    env = genv(GOOGLE_APPLICATION_CREDENTIALS=str(path))
+    assert cli("check", "--config", str(cfg), env=env).returncode == 0
+    out = cli("explain", gup.url("/oauth/x"), "--mint", "--config", str(cfg), env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f'credential "default" (ADC: GOOGLE_APPLICATION_CREDENTIALS={path})' in out.stdout, out.stdout
+    assert "fingerprint: " in out.stdout
+    assert exchanges(emu)[0]["claims"]["sub"] == "explain-sub"
+    for text in (out.stdout, out.stderr):
+        assert token not in text and token.rsplit(".", 1)[1] not in text
