@@ -84,6 +84,10 @@ final class ProxyRuntime: Sendable {
       route: Route(name: "(no route: report mode)", patterns: [], line: 0), auth: .none)
     router = Router(routes: config.routes)
     let credentials = MintingCredential.loadAll(config: config, environment: environment)
+    let fileProblems = CredentialFileCheck.problems(config: config, credentials)
+    if !fileProblems.isEmpty {
+      throw SocketError(message: fileProblems.joined(separator: "\n"))
+    }
     self.credentials = credentials
     routes = config.routes.map {
       PreparedRoute(route: $0, auth: Self.prepare($0, environment, credentials))
@@ -142,10 +146,15 @@ final class ProxyRuntime: Sendable {
       return [user.refreshToken, user.clientSecret]
     case .clientCredentials(_, _, let secret, _):
       return [secret]
-    case .impersonate(_, _, _, let source):
+    case .impersonate(_, _, _, let source, _):
       return secrets(of: source.source)
     case .githubApp(let app):
       return [app.privateKeyPEM]
+    case .stsExchange(let account, _):
+      // The client secret and a url source's header values (e.g. a CI job's request token).
+      var values = account.clientSecret.map { [$0] } ?? []
+      if case .url(_, let headers, _) = account.source { values += headers.map(\.value) }
+      return values
     case .metadata, .unavailable, .program:
       return []
     }
