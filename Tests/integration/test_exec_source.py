@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,28 @@ def test_check_and_explain_show_program_not_arguments(cli, proxy_factory, tmp_pa
     out = cli("check", "--config", str(bad))
     assert out.returncode != 0
     assert "(source exec), which prints one token and takes no scopes or audience; expected auth token" in out.stderr
+
+
+def test_refresh_ahead_and_a_failing_refresh_keeps_the_cached_token(proxy, upstream, tmp_path, token):
+    """First run: a 40 s token. Later runs fail. With refresh-window 39s the second request is
+    served from the cache while one background run fails; the token keeps being used."""
+    secret = "ahead-" + secrets.token_hex(12)
+    runs_log = tmp_path / "runs.log"
+    prog = program(tmp_path, "flaky", f"""
+echo run >> {runs_log}
+[ "$(wc -l < {runs_log})" -gt 1 ] && exit 5
+printf '{{"token": "{secret}", "expires_in": 40}}'
+""")
+    px = proxy(conf(prog, extra="refresh-window 39s"))
+    first = echo(px, upstream, f"/echo/{token}-1")
+    assert header(first.json(), "Authorization") == [f"Bearer {secret}"]
+    time.sleep(1.5)
+    second = echo(px, upstream, f"/echo/{token}-2")
+    assert second.status == 200 and header(second.json(), "Authorization") == [f"Bearer {secret}"]
+    deadline = time.monotonic() + 10
+    while len(runs(tmp_path)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(runs(tmp_path)) == 2, "no background refresh ran"
+    assert px.wait_for_stderr(r"token mint failed for .*program .*exited with status 5", timeout=5)
+    third = echo(px, upstream, f"/echo/{token}-3")
+    assert third.status == 200 and header(third.json(), "Authorization") == [f"Bearer {secret}"]
