@@ -15,4 +15,9 @@
 #include <malloc.h>
 /* accept4 is declared only under _GNU_SOURCE; the symbol is always in glibc. */
 extern int accept4(int, struct sockaddr *, socklen_t *, int);
+/* Token programs are spawned with every inherited descriptor above stderr closed (glibc 2.34+;
+   declared only under _GNU_SOURCE). */
+#include <spawn.h>
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *, int);
+extern int pipe2(int pipefd[2], int flags);
 #endif

@@ -139,24 +139,27 @@ public struct ClientSpec: Sendable, Equatable {
   public var password: SecretRef?
   public var token: SecretRef?
   public var from: [CIDR] = []
+  /// `oidc issuer URL audience A [claim KEY VALUE]…`: the caller's own OIDC token identifies it.
+  public var oidc: OIDCClientRule?
   /// `max-concurrent N`: requests in flight for this client across all routes.
   public var maxConcurrent: Int?
   public var line: Int
 
   public init(
     name: String, password: SecretRef? = nil, token: SecretRef? = nil, from: [CIDR] = [],
-    maxConcurrent: Int? = nil, line: Int
+    oidc: OIDCClientRule? = nil, maxConcurrent: Int? = nil, line: Int
   ) {
     self.name = name
     self.password = password
     self.token = token
     self.from = from
+    self.oidc = oidc
     self.maxConcurrent = maxConcurrent
     self.line = line
   }
 
-  /// Has a password or a token: a secret the caller must present.
-  public var authenticates: Bool { password != nil || token != nil }
+  /// Has a password, a token or an OIDC issuer: something signed or secret the caller must present.
+  public var authenticates: Bool { password != nil || token != nil || oidc != nil }
 
   /// How the client is recognised, for `check` and the status page; never a secret value:
   /// `password env:ALICE_PW, from 10.0.0.0/8`.
@@ -165,7 +168,36 @@ public struct ClientSpec: Sendable, Equatable {
     if let password { parts.append("password \(password)") }
     if let token { parts.append("token \(token)") }
     if !from.isEmpty { parts.append("from " + from.map(\.description).joined(separator: " ")) }
+    if let oidc { parts.append(oidc.description) }
     return parts.joined(separator: ", ")
+  }
+}
+
+/// A client identified by an OIDC token its platform gave it (GitHub Actions, GitLab CI, a
+/// Kubernetes service account): signed by `issuer`, for `audience`, with every `claims` pair.
+public struct OIDCClientRule: Sendable, Equatable, CustomStringConvertible {
+  public struct Claim: Sendable, Equatable {
+    public var key: String
+    public var value: String
+    public init(key: String, value: String) {
+      self.key = key
+      self.value = value
+    }
+  }
+  /// The issuer URL exactly as the tokens' `iss` says it (https, or http to loopback).
+  public var issuer: String
+  public var audience: String
+  public var claims: [Claim]
+
+  public init(issuer: String, audience: String, claims: [Claim] = []) {
+    self.issuer = issuer
+    self.audience = audience
+    self.claims = claims
+  }
+
+  public var description: String {
+    (["oidc issuer \(issuer) audience \(audience)"] + claims.map { "claim \($0.key) \($0.value)" })
+      .joined(separator: " ")
   }
 }
 
@@ -280,7 +312,7 @@ public struct Route: Sendable {
     case .none: return nil
     case .header(let name, _): return name
     case .bearer, .basic: return "Authorization"
-    case .oauth2, .oidc: return authHeader ?? "Authorization"
+    case .oauth2, .oidc, .token, .basicToken: return authHeader ?? "Authorization"
     }
   }
 }
@@ -370,6 +402,12 @@ public enum AuthSpec: Sendable, Equatable {
   case oauth2(scopes: [String])
   /// Google ID token.
   case oidc(audience: OIDCAudience)
+  /// `auth token`: the one token of the route's `credentials` (a program's token from
+  /// `source exec`; a cloud-platform access token from a Google source).
+  case token
+  /// `auth basic USER token`: `Authorization: Basic base64(USER:<the token the route's
+  /// credentials mint>)`, the form git over http takes (`x-access-token` for GitHub App tokens).
+  case basicToken(user: String)
 
   public static let defaultScopes = ["https://www.googleapis.com/auth/cloud-platform"]
 
@@ -381,13 +419,24 @@ public enum AuthSpec: Sendable, Equatable {
     case .basic: return "basic"
     case .oauth2: return "OAuth2"
     case .oidc: return "OIDC"
+    case .token: return "token"
+    case .basicToken: return "basic"
     }
   }
 
-  /// True for OAuth2 and OIDC: tokens minted from a credentials block.
+  /// `auth token` and `auth basic USER token`: the credentials block's one token as it is (no
+  /// scopes, no audience).
+  public var sendsTheCredentialsToken: Bool {
+    switch self {
+    case .token, .basicToken: return true
+    default: return false
+    }
+  }
+
+  /// True for OAuth2, OIDC and token: tokens minted from a credentials block.
   public var usesGoogleCredentials: Bool {
     switch self {
-    case .oauth2, .oidc: return true
+    case .oauth2, .oidc, .token, .basicToken: return true
     default: return false
     }
   }
@@ -478,6 +527,10 @@ public enum CredentialSource: Sendable, Equatable {
   /// A generic OAuth 2.0 client-credentials grant. Access tokens only.
   case clientCredentials(
     tokenURL: String, clientID: String, clientSecret: SecretRef, scopes: [String])
+  /// `source exec PROGRAM [ARGS…]`: a host program prints one token (`auth token` only).
+  case exec(ExecCommand)
+  /// A GitHub App installation token (`source github-app …`).
+  case githubApp(GitHubAppSpec)
 
   public var typeName: String {
     switch self {
@@ -487,16 +540,37 @@ public enum CredentialSource: Sendable, Equatable {
     case .impersonate: return "impersonate"
     case .refreshToken: return "refresh-token"
     case .clientCredentials: return "client-credentials"
+    case .exec: return "exec"
+    case .githubApp: return "github-app"
     }
   }
 
   /// Whether this source can mint an ID token for an arbitrary audience (OIDC).
   public var canMintIDTokens: Bool {
     switch self {
-    case .refreshToken, .clientCredentials: return false
+    case .refreshToken, .clientCredentials, .exec, .githubApp: return false
     default: return true
     }
   }
+}
+
+/// A program credproxy runs (no shell) for a token: `source exec PROGRAM [ARGS…]`.
+public struct ExecCommand: Sendable, Equatable, CustomStringConvertible {
+  public static let defaultTimeoutMs = 10_000
+  /// A path (resolved against the config file's directory) or a bare name searched in `PATH`.
+  public var program: String
+  public var arguments: [String]
+  /// `exec-timeout D`: the program is killed after this long.
+  public var timeoutMs: Int
+
+  public init(program: String, arguments: [String], timeoutMs: Int = ExecCommand.defaultTimeoutMs) {
+    self.program = program
+    self.arguments = arguments
+    self.timeoutMs = timeoutMs
+  }
+
+  /// The program only: arguments may carry anything and are never shown.
+  public var description: String { program }
 }
 
 public struct ConfigDiagnostic: Error, Sendable, Equatable, CustomStringConvertible {
@@ -584,5 +658,43 @@ extension ProxyConfig {
       }
     }
     return result
+  }
+}
+
+/// `source github-app app-id N installation-id M private-key SECRET [api-url URL]
+/// [repositories NAME…] [permissions NAME:LEVEL…]`: installation tokens minted with an RS256 app
+/// JWT, narrowed to `repositories` and `permissions` when given.
+public struct GitHubAppSpec: Sendable, Equatable {
+  public static let defaultAPIURL = "https://api.github.com"
+  /// The app's numeric ID (or its client ID): the JWT's `iss`.
+  public var appID: String
+  public var installationID: String
+  public var privateKey: SecretRef
+  public var apiURL: String
+  /// Repository names (without the owner); empty: every repository of the installation.
+  public var repositories: [String]
+  /// Permission name and level (`contents`, `read`); empty: the installation's permissions.
+  public var permissions: [Permission]
+
+  public struct Permission: Sendable, Equatable {
+    public var name: String
+    public var level: String
+    public init(name: String, level: String) {
+      self.name = name
+      self.level = level
+    }
+  }
+
+  public init(
+    appID: String, installationID: String, privateKey: SecretRef,
+    apiURL: String = GitHubAppSpec.defaultAPIURL, repositories: [String] = [],
+    permissions: [Permission] = []
+  ) {
+    self.appID = appID
+    self.installationID = installationID
+    self.privateKey = privateKey
+    self.apiURL = apiURL
+    self.repositories = repositories
+    self.permissions = permissions
   }
 }

@@ -10,10 +10,11 @@ public struct SecretError: Error, Sendable, Equatable, CustomStringConvertible {
 
 extension SecretRef {
   /// Reads the secret now. Trailing CR/LF are trimmed (a file saved by an editor, `echo`);
-  /// an empty value, or one holding CR, LF or NUL (it goes in a header), is an error.
-  public func resolve(environment: [String: String] = ProcessInfo.processInfo.environment)
-    throws(SecretError) -> String
-  {
+  /// an empty value, or one holding CR, LF or NUL (it goes in a header), is an error;
+  /// `multiline` allows line breaks (a PEM private key, which never goes in a header).
+  public func resolve(
+    environment: [String: String] = ProcessInfo.processInfo.environment, multiline: Bool = false
+  ) throws(SecretError) -> String {
     let raw: String
     switch self {
     case .literal(let v):
@@ -40,16 +41,18 @@ extension SecretRef {
       value = Substring(value.unicodeScalars.dropLast())
     }
     if value.isEmpty { throw SecretError("\(self) is empty") }
-    if value.unicodeScalars.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "\0" }) {
+    if value.unicodeScalars.contains(where: {
+      $0 == "\0" || (!multiline && ($0 == "\n" || $0 == "\r"))
+    }) {
       throw SecretError("\(self) holds a line break or NUL, which a header value cannot carry")
     }
     return String(value)
   }
 
   /// `nil` when the secret resolves, else why not (names the source only).
-  public func problem(environment: [String: String]) -> String? {
+  public func problem(environment: [String: String], multiline: Bool = false) -> String? {
     do {
-      _ = try resolve(environment: environment)
+      _ = try resolve(environment: environment, multiline: multiline)
       return nil
     } catch {
       return error.message

@@ -46,6 +46,9 @@ public struct AuditRecord: Sendable, Equatable {
   /// `credproxy report` reads them to list what each client had minted.
   public var tokenScopes: String?
   public var tokenAudience: String?
+  /// For a client identified by its OIDC token: the configured claims it matched
+  /// (`repository=myorg/deploy`); nil otherwise (and then not written). Never the token.
+  public var clientClaims: [String]?
 
   public init(
     time: Double, client: String? = nil, source: String, method: String, scheme: String,
@@ -112,6 +115,15 @@ public struct AuditFormatter: Sendable {
     }
     string("time", Timestamp.iso8601(r.time))
     string("client", r.client)
+    if let claims = r.clientClaims {
+      key("client_claims")
+      out += "["
+      for (i, c) in claims.enumerated() {
+        if i > 0 { out += "," }
+        JSONText.appendQuoted(c, to: &out)
+      }
+      out += "]"
+    }
     string("source", r.source)
     string("method", r.method)
     string("scheme", r.scheme)

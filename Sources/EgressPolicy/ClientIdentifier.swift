@@ -12,6 +12,11 @@ public enum Identification: Sendable, Equatable {
   /// `Proxy-Authenticate: Basic realm="credproxy"` (`ClientIdentifier.challenge`). The reason is
   /// one line, safe to show the caller and to log (never a secret).
   case rejected(String)
+  /// A Bearer JWT that may be an OIDC client's token: its signature needs the issuer's keys
+  /// (CredproxyCore fetches them), then `ClientIdentifier.matchOIDC` names the client. `only`:
+  /// the token came as the password of Basic `NAME:JWT` (proxy URLs carry only Basic), and must
+  /// identify that client.
+  case verifyToken(String, only: String?)
 
   /// The client's name; nil when anonymous or rejected.
   public var clientName: String? {
@@ -27,7 +32,9 @@ public enum Identification: Sendable, Equatable {
 /// (NAME must be a client's name) or `Bearer TOKEN` (a client's token); bad credentials are
 /// rejected even if the address would match a `from`. Without the header, the client whose
 /// `from` block contains the peer address (the longest prefix; the first in the file on a tie).
-/// Secrets are compared in constant time.
+/// Secrets are compared in constant time. A Bearer JWT that is no client's static token (or the
+/// password of Basic `NAME:JWT` for an `oidc` client NAME) is handed back as `.verifyToken`: its
+/// signature is checked in CredproxyCore, and `matchOIDC` then names the client.
 public struct ClientIdentifier: Sendable {
   /// The value of `Proxy-Authenticate` on a 407.
   public static let challenge = "Basic realm=\"credproxy\""
@@ -41,6 +48,8 @@ public struct ClientIdentifier: Sendable {
 
   private let entries: [Entry]
   private let byName: [String: Int]
+  /// The clients identified by OIDC tokens, in file order.
+  private let oidcRules: [(name: String, rule: OIDCClientRule)]
   /// Secrets that could not be read, or tokens two clients share: that way of identifying the
   /// client is disabled. Names sources, never values.
   public let problems: [String]
@@ -87,6 +96,7 @@ public struct ClientIdentifier: Sendable {
     self.entries = entries
     self.byName = byName
     self.problems = problems
+    oidcRules = clients.compactMap { c in c.oidc.map { (c.name, $0) } }
   }
 
   public init(
@@ -147,6 +157,12 @@ public struct ClientIdentifier: Sendable {
       // An empty stored password matches nothing.
       let ok = ConstantTime.equal(stored ?? password, password) && stored?.isEmpty == false
       if ok, let entry, Array(entry.name.utf8) == Array(user) { return .client(entry.name) }
+      // `http://NAME:JWT@proxy`: an OIDC client's token in the form proxy URLs can carry.
+      if oidcRules.contains(where: { $0.name == name }),
+        password.count(where: { $0 == UInt8(ascii: ".") }) == 2
+      {
+        return .verifyToken(String(decoding: password, as: UTF8.self), only: name)
+      }
       return .rejected("Basic proxy credentials for \(Self.quoted(name)) not accepted")
     case "bearer":
       let token = Array(credentials.utf8)
@@ -159,6 +175,9 @@ public struct ClientIdentifier: Sendable {
         if let t = e.token, ConstantTime.equal(t, token), !t.isEmpty { match = i }
       }
       if let match { return .client(entries[match].name) }
+      if !oidcRules.isEmpty && token.count(where: { $0 == UInt8(ascii: ".") }) == 2 {
+        return .verifyToken(credentials, only: nil)
+      }
       return .rejected("Bearer proxy token not accepted")
     default:
       return .rejected(
@@ -168,6 +187,87 @@ public struct ClientIdentifier: Sendable {
   }
 
   static func quoted(_ s: String) -> String { Router.quoted(s, limit: 64) }
+
+  // MARK: OIDC clients
+
+  /// Clock skew allowed on `exp` and `nbf`.
+  public static let oidcSkewSeconds = 60.0
+
+  /// The issuers some client trusts (their keys are fetched on first use).
+  public var oidcIssuers: Set<String> { Set(oidcRules.map(\.rule.issuer)) }
+
+  public enum OIDCMatch: Sendable, Equatable {
+    /// `claims`: the configured claims that matched (`repository=myorg/deploy`), for the audit log.
+    case client(String, claims: [String])
+    case rejected(String)
+  }
+
+  /// The client a verified token identifies (its signature was checked by the caller against
+  /// `issuer`'s keys): the token must be current (`exp`, `nbf`, 60 s skew), for the client's
+  /// audience, and carry every configured claim exactly. First matching client in file order.
+  /// Reasons never quote the token or the configured values.
+  /// `only`: consider that client alone (Basic `NAME:JWT`).
+  public func matchOIDC(issuer: String, claims: [String: Any], now: Double, only: String? = nil)
+    -> OIDCMatch
+  {
+    guard let exp = Self.number(claims["exp"]) else {
+      return .rejected("OIDC proxy token has no exp claim")
+    }
+    guard now < exp + Self.oidcSkewSeconds else { return .rejected("OIDC proxy token expired") }
+    if let nbf = claims["nbf"] {
+      guard let nbf = Self.number(nbf), now >= nbf - Self.oidcSkewSeconds else {
+        return .rejected("OIDC proxy token not yet valid (nbf)")
+      }
+    }
+    let audiences: [String]
+    switch claims["aud"] {
+    case let one as String: audiences = [one]
+    case let many as [Any]: audiences = many.compactMap { $0 as? String }
+    default: audiences = []
+    }
+    var audienceMatched = false
+    var mismatch: String?
+    for (name, rule) in oidcRules where rule.issuer == issuer && (only == nil || only == name) {
+      guard audiences.contains(rule.audience) else { continue }
+      audienceMatched = true
+      if let bad = rule.claims.first(where: { Self.text(claims[$0.key]) != $0.value }) {
+        if mismatch == nil { mismatch = bad.key }
+        continue
+      }
+      return .client(name, claims: rule.claims.map { "\($0.key)=\($0.value)" })
+    }
+    guard audienceMatched else {
+      return .rejected(
+        "OIDC proxy token's audience is not one a client of issuer \(issuer) accepts")
+    }
+    return .rejected(
+      "OIDC proxy token from \(issuer) matches no client (claim \(Self.quoted(mismatch ?? "")) differs)"
+    )
+  }
+
+  private static func number(_ v: Any?) -> Double? {
+    guard !(v is String), let n = v as? NSNumber, !isBoolean(n) else { return nil }
+    return n.doubleValue
+  }
+
+  /// JSONSerialization's booleans are NSNumbers of ObjC type `c` (or `B`).
+  private static func isBoolean(_ n: NSNumber) -> Bool {
+    let type = String(cString: n.objCType)
+    return type == "c" || type == "B"
+  }
+
+  /// A claim's value as configured values are written: strings as they are, booleans `true` /
+  /// `false`, integers in decimal. Objects and arrays never match.
+  private static func text(_ v: Any?) -> String? {
+    switch v {
+    case let s as String: return s
+    case let n as NSNumber:
+      if isBoolean(n) { return n.boolValue ? "true" : "false" }
+      return n.doubleValue == n.doubleValue.rounded() && abs(n.doubleValue) < 1e15
+        ? String(Int64(n.doubleValue)) : n.stringValue
+    default: return nil
+    }
+  }
 }
 
 /// RFC 4648 base64 (standard alphabet); padding optional, nothing else tolerated.

@@ -132,10 +132,12 @@ public indirect enum CredentialFile: Sendable, Equatable {
   case serviceAccount(ServiceAccountKey)
   case authorizedUser(AuthorizedUser)
   case impersonatedServiceAccount(ImpersonatedServiceAccount)
+  /// Workload identity federation (STS exchange, then optionally impersonation).
+  case externalAccount(ExternalAccount)
 
   /// The `type` values `parse` accepts.
   public static let supportedTypes = [
-    "service_account", "authorized_user", "impersonated_service_account",
+    "service_account", "authorized_user", "impersonated_service_account", "external_account",
   ]
 
   /// The file's `type` value.
@@ -144,14 +146,17 @@ public indirect enum CredentialFile: Sendable, Equatable {
     case .serviceAccount: "service_account"
     case .authorizedUser: "authorized_user"
     case .impersonatedServiceAccount: "impersonated_service_account"
+    case .externalAccount: "external_account"
     }
   }
 
-  /// False for `authorized_user`: a user refresh token cannot mint ID tokens for an arbitrary
-  /// audience (say so in a config error).
+  /// False for `authorized_user` (a user refresh token cannot mint ID tokens for an arbitrary
+  /// audience) and for an `external_account` without impersonation (STS grants access tokens
+  /// only). Say so in a config error.
   public var canMintIDTokens: Bool {
     switch self {
     case .authorizedUser: false
+    case .externalAccount(let account): account.impersonationURL != nil
     case .serviceAccount, .impersonatedServiceAccount: true
     }
   }
@@ -214,7 +219,9 @@ public indirect enum CredentialFile: Sendable, Equatable {
         ImpersonatedServiceAccount(
           targetEmail: target, delegates: delegates, sourceCredentials: sourceCredentials,
           impersonationURL: url, iamEndpoint: iamEndpoint(of: url)))
-    case "external_account", "external_account_authorized_user":
+    case "external_account":
+      return .externalAccount(try ExternalAccount.parse(object, path: path))
+    case "external_account_authorized_user":
       throw fields.error(
         "credential type \"\(type)\" (workload/workforce identity federation) is not supported; "
           + "supported types: \(supported)")

@@ -24,6 +24,7 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
   case insecureUpstream = "insecure_upstream"
   case placeholderCredential = "placeholder_credential"
   case proxyAuthRequired = "proxy_auth_required"
+  case identityUnavailable = "identity_unavailable"
   case rateLimited = "rate_limited"
   case tooManyConcurrent = "too_many_concurrent"
   // Credentials
@@ -59,7 +60,8 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
     case .misdirected: return 421
     case .proxyAuthRequired: return 407
     case .rateLimited: return 429
-    case .tooManyConcurrent, .credentialUnavailable, .tokenUnavailable: return 503
+    case .tooManyConcurrent, .credentialUnavailable, .tokenUnavailable, .identityUnavailable:
+      return 503
     case .upstreamConnect, .upstreamDNS, .upstreamTLS, .upstreamProtocol, .aborted: return 502
     case .upstreamTimeout: return 504
     case .clientClosed, .clientError: return 499
@@ -93,6 +95,9 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
       return
         "a placeholder from metadata-server was sent where no route replaces it (another route, another header, the path or query); not forwarded"
     case .proxyAuthRequired: return "clients are defined and the caller identified as none"
+    case .identityUnavailable:
+      return
+        "the caller's OIDC proxy token cannot be checked: its issuer's keys could not be fetched"
     case .rateLimited: return "over the route's rate (with Retry-After)"
     case .tooManyConcurrent: return "over a max-concurrent limit"
     case .credentialUnavailable:

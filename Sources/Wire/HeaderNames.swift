@@ -10,6 +10,15 @@ public enum HeaderNames {
   /// Message framing: re-made by whoever frames the next hop, never copied across.
   public static let framing: [String] = ["transfer-encoding", "content-length"]
 
+  /// A field name: a non-empty RFC 9110 token (DIGIT, ALPHA, ``!#$%&'*+-.^_`|~``).
+  public static func isToken<S: StringProtocol>(_ s: S) -> Bool {
+    guard !s.isEmpty else { return false }
+    return s.utf8.allSatisfy { b in
+      (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+        || "!#$%&'*+-.^_`|~".utf8.contains(b)
+    }
+  }
+
   /// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII).
   /// Compares bytes: no lowercased copy is made.
   @inlinable

@@ -226,6 +226,9 @@ do {
     serve(options)
   case "check":
     let config = load(options.config)
+    let environment = ProcessInfo.processInfo.environment
+    let fileProblems = CredentialFileCheck.problems(config: config, environment: environment)
+    if !fileProblems.isEmpty { fail(fileProblems.joined(separator: "\n"), code: 2) }
     print(
       CheckReport.render(
         config, environment: ProcessInfo.processInfo.environment, localCA: localCACheck(config)),

@@ -50,7 +50,7 @@ final class DirectiveTableTests: XCTestCase {
       let where_ = d.placesText(otherThan: .credentials)!
       XCTAssertTrue(
         diagnostics(text).contains(
-          "proxy.conf:2:3: \(d.name) is only valid \(where_); expected one of source, iam-endpoint, refresh-window in a credentials block"
+          "proxy.conf:2:3: \(d.name) is only valid \(where_); expected one of source, iam-endpoint, exec-timeout, refresh-window in a credentials block"
         ), "\(d.name): \(diagnostics(text))")
     }
     XCTAssertEqual(

@@ -235,7 +235,7 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(
       diagnostics("route a.example.com {\n    auth oauth token\n}\n"),
       [
-        "proxy.conf:2:10: unknown auth type \"oauth\"; expected one of none, bearer, header, basic, OAuth2, OIDC"
+        "proxy.conf:2:10: unknown auth type \"oauth\"; expected one of none, bearer, header, basic, OAuth2, OIDC, token"
       ])
   }
 
@@ -543,7 +543,7 @@ final class ParserTests: XCTestCase {
     XCTAssertTrue(d[5].hasPrefix("proxy.conf:13:3: unknown directive \"bogus\""), d[5])
     XCTAssertEqual(
       d[6],
-      "proxy.conf:16:10: unknown credential source \"oauth\"; expected one of adc, key-file, metadata, impersonate, refresh-token, client-credentials"
+      "proxy.conf:16:10: unknown credential source \"oauth\"; expected one of adc, key-file, metadata, impersonate, refresh-token, client-credentials, exec, github-app"
     )
   }
 
@@ -551,7 +551,7 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(
       diagnostics("route a.example.com {\n  auth bearer env:T\n  auth-header X-Other\n}\n"),
       [
-        "proxy.conf:3:15: auth-header only applies to auth OAuth2 or OIDC, and this route has auth bearer; expected auth OAuth2 or auth OIDC in this route"
+        "proxy.conf:3:15: auth-header only applies to auth OAuth2, OIDC, token or basic USER token, and this route has auth bearer; expected auth OAuth2, auth OIDC or auth token in this route"
       ])
   }
 

@@ -238,15 +238,15 @@ final class PolicyConfigTests: XCTestCase {
         client e
         """),
       [
-        "proxy.conf:1:8: client \"a\" has no way to be identified; expected password SECRET, token SECRET or from CIDR… in its block",
+        "proxy.conf:1:8: client \"a\" has no way to be identified; expected password SECRET, token SECRET, from CIDR… or oidc issuer URL audience A in its block",
         "proxy.conf:6:3: duplicate password (first set on line 5); expected at most one per client",
         "proxy.conf:7:3: token is missing its argument; expected token SECRET (env:NAME, file:PATH or a value)",
         "proxy.conf:8:8: \"10.1.2.3/8\" has bits set after the /8 prefix; expected 10.0.0.0/8",
         "proxy.conf:8:19: \"300.1.1.1\" is not an address block; expected an address or ADDRESS/PREFIX (e.g. 10.0.0.0/8, 127.0.0.1, ::1/128)",
         "proxy.conf:8:29: invalid prefix length \"129\" in \"::1/129\"; expected 0–128 for an IPv6 address",
         "proxy.conf:9:3: from is missing its addresses; expected from CIDR… (e.g. from 10.0.0.0/8 127.0.0.1 ::1/128)",
-        "proxy.conf:10:3: source is only valid inside a credentials block; expected one of password, token, from, max-concurrent in a client block",
-        "proxy.conf:11:3: unknown directive \"nonsense\"; expected one of password, token, from, max-concurrent in a client block",
+        "proxy.conf:10:3: source is only valid inside a credentials block; expected one of password, token, oidc, from, max-concurrent in a client block",
+        "proxy.conf:11:3: unknown directive \"nonsense\"; expected one of password, token, oidc, from, max-concurrent in a client block",
         "proxy.conf:13:8: duplicate client block \"b\" (first on line 4); expected each name once",
         "proxy.conf:16:1: client is missing its name; expected client NAME {",
         "proxy.conf:18:10: too many arguments to client; expected client NAME {",
@@ -283,7 +283,7 @@ final class PolicyConfigTests: XCTestCase {
     XCTAssertEqual(
       diagnostics("client a {\n  mode report\n  token env:T\n}\n"),
       [
-        "proxy.conf:2:3: mode is only valid at top level or inside a route block; expected one of password, token, from, max-concurrent in a client block"
+        "proxy.conf:2:3: mode is only valid at top level or inside a route block; expected one of password, token, oidc, from, max-concurrent in a client block"
       ])
     // A client block left open is reported at the next block.
     XCTAssertEqual(

@@ -145,8 +145,8 @@ final class CredentialFileTests: XCTestCase {
       #"{"type":"impersonated_service_account","service_account_impersonation_url":"https://x/v1/projects/-/serviceAccounts/t@p:generateAccessToken","source_credentials":{"type":"service_account","client_email":"a@b"}}"#,
       contains: ["\"source_credentials.private_key\""])
     assertError(
-      #"{"type":"impersonated_service_account","service_account_impersonation_url":"https://x/v1/projects/-/serviceAccounts/t@p:generateAccessToken","source_credentials":{"type":"external_account"}}"#,
-      contains: ["external_account", "not supported"])
+      #"{"type":"impersonated_service_account","service_account_impersonation_url":"https://x/v1/projects/-/serviceAccounts/t@p:generateAccessToken","source_credentials":{"type":"external_account_authorized_user"}}"#,
+      contains: ["external_account_authorized_user", "not supported"])
     assertError(
       #"{"type":"impersonated_service_account","service_account_impersonation_url":"https://x/v1/projects/-/serviceAccounts/t@p:generateAccessToken","delegates":"d","source_credentials":{}}"#,
       contains: ["\"delegates\"", "list of strings"])
@@ -154,10 +154,10 @@ final class CredentialFileTests: XCTestCase {
 
   func testUnsupportedTypes() {
     assertError(
-      #"{"type":"external_account","audience":"//iam.googleapis.com/x"}"#,
+      #"{"type":"external_account_authorized_user","audience":"//iam.googleapis.com/x"}"#,
       contains: [
-        "external_account", "not supported", "service_account", "authorized_user",
-        "impersonated_service_account",
+        "external_account_authorized_user", "not supported", "service_account", "authorized_user",
+        "impersonated_service_account", "external_account",
       ])
     assertError(
       #"{"type":"gdch_service_account"}"#,

@@ -1,9 +1,10 @@
 // The two directives with a grammar of their own: `auth TYPE …` in a route and `source TYPE …` in
 // a credentials block.
 
-private let authTypesExpected = "expected one of none, bearer, header, basic, OAuth2, OIDC"
+private let authTypesExpected =
+  "expected one of none, bearer, header, basic, OAuth2, OIDC, token"
 private let sourceTypesExpected =
-  "expected one of adc, key-file, metadata, impersonate, refresh-token, client-credentials"
+  "expected one of adc, key-file, metadata, impersonate, refresh-token, client-credentials, exec, github-app"
 
 extension ParseSession {
   /// `auth none | bearer SECRET | header NAME SECRET | basic USER SECRET | OAuth2 [scopes S…]
@@ -19,6 +20,11 @@ extension ParseSession {
     case "none":
       guard arity(s, 0, "auth none", skip: 2) else { return nil }
       return AuthSpec.none
+    case "token":
+      guard arity(s, 0, "auth token (the token of the route's credentials)", skip: 2) else {
+        return nil
+      }
+      return .token
     case "bearer":
       guard arity(s, 1, "auth bearer SECRET (env:NAME, file:PATH or a value)", skip: 2),
         let ref = secret(rest[0])
@@ -33,7 +39,7 @@ extension ParseSession {
       guard let name, let ref else { return nil }
       return .header(name: name, value: ref)
     case "basic":
-      guard arity(s, 2, "auth basic USER SECRET", skip: 2) else { return nil }
+      guard arity(s, 2, "auth basic USER SECRET|token", skip: 2) else { return nil }
       let user = rest[0].text
       var ok = true
       if user.contains(":") || user.unicodeScalars.contains(where: { $0.value < 0x20 }) {
@@ -41,6 +47,8 @@ extension ParseSession {
           rest[0], "basic auth user \"\(user)\" contains a colon; expected a user name without :")
         ok = false
       }
+      // The bare word `token`: the token the route's credentials mint (quote it for a literal).
+      if rest[1].isKeyword("token") { return ok ? .basicToken(user: user) : nil }
       let ref = secret(rest[1])
       guard ok, let ref else { return nil }
       return .basic(user: user, password: ref)
@@ -106,6 +114,20 @@ extension ParseSession {
     case "key-file":
       guard arity(s, 1, "source key-file PATH", skip: 2), let p = path(rest[0]) else { return nil }
       return .keyFile(path: p)
+    case "exec":
+      guard let program = rest.first else {
+        error(type, "exec is missing its program; expected source exec PROGRAM [ARGS…]")
+        return nil
+      }
+      guard !program.text.isEmpty else {
+        error(program, "empty program; expected source exec PROGRAM [ARGS…]")
+        return nil
+      }
+      // A bare name is looked up in PATH when the credential is loaded; a path is relative to
+      // the config file like every other path.
+      let resolved = program.text.contains("/") ? path(program) : program.text
+      guard let resolved else { return nil }
+      return .exec(ExecCommand(program: resolved, arguments: rest.dropFirst().map(\.text)))
     case "refresh-token":
       guard arity(s, 1, "source refresh-token PATH", skip: 2), let p = path(rest[0]) else {
         return nil
@@ -216,9 +238,115 @@ extension ParseSession {
       guard ok, let tokenURL, let clientID, let secretRef else { return nil }
       return .clientCredentials(
         tokenURL: tokenURL, clientID: clientID, clientSecret: secretRef, scopes: scopes)
+    case "github-app":
+      return parseGitHubApp(type, rest).map { .githubApp($0) }
     default:
       error(type, "unknown credential source \"\(type.text)\"; \(sourceTypesExpected)")
       return nil
     }
   }
+}
+
+extension ParseSession {
+  /// `source github-app app-id N installation-id M private-key SECRET [api-url URL]
+  /// [repositories NAME…] [permissions NAME:LEVEL…]`: keywords in any order; a list runs to the
+  /// next keyword (quote a repository named like one).
+  mutating func parseGitHubApp(_ type: Token, _ rest: [Token]) -> GitHubAppSpec? {
+    let usage =
+      "source github-app app-id N installation-id M private-key SECRET [api-url URL] [repositories NAME…] [permissions NAME:read|write…]"
+    let keys = [
+      "app-id", "installation-id", "private-key", "api-url", "repositories", "permissions",
+    ]
+    var values: [String: [Token]] = [:]
+    var keyTokens: [String: Token] = [:]
+    var current: String?
+    for t in rest {
+      if !t.quoted && keys.contains(t.keyword) {
+        guard values[t.keyword] == nil else {
+          error(t, "duplicate \(t.keyword) in source github-app; expected it once")
+          return nil
+        }
+        current = t.keyword
+        values[t.keyword] = []
+        keyTokens[t.keyword] = t
+        continue
+      }
+      guard let key = current else {
+        error(t, "unexpected \"\(t.text)\" in source github-app; expected \(usage)")
+        return nil
+      }
+      values[key]!.append(t)
+    }
+    var ok = true
+    for k in keys {
+      guard let given = values[k] else {
+        if ["app-id", "installation-id", "private-key"].contains(k) {
+          error(type, "github-app is missing \(k); expected \(usage)")
+          ok = false
+        }
+        continue
+      }
+      let single = !["repositories", "permissions"].contains(k)
+      if given.isEmpty || (single && given.count != 1) {
+        error(
+          given.dropFirst().first ?? keyTokens[k]!,
+          given.isEmpty
+            ? "\(k) is missing its value; expected \(usage)"
+            : "\(k) takes one value; expected \(usage)")
+        ok = false
+      }
+    }
+    guard ok else { return nil }
+    let appID = values["app-id"]![0]
+    let installation = values["installation-id"]![0]
+    if appID.text.isEmpty || appID.text.contains(where: { $0 == "/" || $0 == " " }) {
+      error(appID, "app-id \"\(appID.text)\" is not an app ID; expected e.g. app-id 123456")
+      ok = false
+    }
+    if installation.text.isEmpty || !installation.text.allSatisfy(\.isASCIIDigitCharacter) {
+      error(
+        installation,
+        "installation-id \"\(installation.text)\" is not a number; expected e.g. installation-id 7890123"
+      )
+      ok = false
+    }
+    let key = secret(values["private-key"]![0])
+    var api = GitHubAppSpec.defaultAPIURL
+    if let t = values["api-url"]?.first {
+      if let url = secureURL(t, what: "api-url") {
+        api = url.hasSuffix("/") ? String(url.dropLast()) : url
+      } else {
+        ok = false
+      }
+    }
+    var permissions: [GitHubAppSpec.Permission] = []
+    for t in values["permissions"] ?? [] {
+      let parts = t.text.split(separator: ":", omittingEmptySubsequences: false)
+      guard parts.count == 2, !parts[0].isEmpty, ["read", "write", "admin"].contains(parts[1])
+      else {
+        error(
+          t,
+          "permission \"\(t.text)\" is not NAME:LEVEL; expected e.g. contents:read or issues:write")
+        ok = false
+        continue
+      }
+      permissions.append(.init(name: String(parts[0]), level: String(parts[1])))
+    }
+    let repositories = (values["repositories"] ?? []).map(\.text)
+    for (t, name) in zip(values["repositories"] ?? [], repositories) where name.contains("/") {
+      error(
+        t,
+        "repository \"\(name)\" names an owner; expected the name only (the installation's owner is implied)"
+      )
+      ok = false
+    }
+    guard ok, let key else { return nil }
+    return GitHubAppSpec(
+      appID: appID.text, installationID: installation.text, privateKey: key, apiURL: api,
+      repositories: repositories, permissions: permissions)
+  }
+}
+
+extension Character {
+  fileprivate var isASCIIDigitCharacter: Bool { isASCII && isNumber }
 }

@@ -76,11 +76,27 @@ extension ParseSession {
             info.credentialsToken ?? info.head,
             "undefined credentials \"\(route.credentials)\"; expected a credentials \(route.credentials) { … } block, or default"
           )
+        } else if case .oauth2 = route.auth,
+          case .githubApp = config.credential(named: route.credentials)?.source
+        {
+          error(
+            info.credentialsToken ?? info.authToken ?? info.head,
+            "auth OAuth2 uses credentials \"\(route.credentials)\" (source github-app), which mints GitHub installation tokens, not Google access tokens; expected auth token (Bearer) or auth basic x-access-token token (git over http)"
+          )
+        } else if let spec = config.credential(named: route.credentials),
+          case .exec = spec.source, !route.auth.sendsTheCredentialsToken
+        {
+          error(
+            info.authToken ?? info.head,
+            "auth \(route.auth.typeName) uses credentials \"\(route.credentials)\" (source exec), which prints one token and takes no scopes or audience; expected auth token"
+          )
         } else if case .oidc = route.auth, let spec = config.credential(named: route.credentials),
           !spec.source.canMintIDTokens
         {
           let why =
-            if case .refreshToken = spec.source {
+            if case .githubApp = spec.source {
+              "a GitHub App mints installation tokens, not ID tokens"
+            } else if case .refreshToken = spec.source {
               "refresh tokens cannot mint ID tokens for an arbitrary audience"
             } else {
               "a client-credentials grant does not mint Google ID tokens"

@@ -117,7 +117,7 @@ struct Directive: Sendable {
     },
     Directive(
       "auth", in: [.route],
-      "auth none|bearer SECRET|header NAME SECRET|basic USER SECRET|OAuth2 [scopes SCOPE…]|OIDC [audience AUDIENCE|url|origin]",
+      "auth none|bearer SECRET|header NAME SECRET|basic USER SECRET|OAuth2 [scopes SCOPE…]|OIDC [audience AUDIENCE|url|origin]|token|basic USER token",
       .checkedByHandler
     ) {
       $0.readAuth($1, &$2)
@@ -176,13 +176,16 @@ struct Directive: Sendable {
       opens: Opener(usage: "client NAME {") { $0.readClient($1, $2) }, handler: nil),
     Directive(
       "source", in: [.credentials],
-      "source adc|key-file PATH|metadata|impersonate EMAIL [via NAME] [delegates EMAIL…]|refresh-token PATH|client-credentials …",
+      "source adc|key-file PATH|metadata|impersonate EMAIL [via NAME] [delegates EMAIL…]|refresh-token PATH|client-credentials …|exec PROGRAM [ARGS…]|github-app …",
       .checkedByHandler
     ) {
       $0.readSource($1, &$2)
     },
     Directive("iam-endpoint", in: [.credentials], "iam-endpoint URL") {
       $0.readIAMEndpoint($1, &$2)
+    },
+    Directive("exec-timeout", in: [.credentials], "exec-timeout DURATION (e.g. 10s)") {
+      $0.readExecTimeout($1, &$2)
     },
     Directive("refresh-window", in: [.credentials], "refresh-window DURATION (e.g. 5m)") {
       $0.readRefreshWindow($1, &$2)
@@ -193,6 +196,11 @@ struct Directive: Sendable {
     Directive("token", in: [.client], "token SECRET (env:NAME, file:PATH or a value)") {
       $0.readClientSecret($1, &$2)
     },
+    Directive(
+      "oidc", in: [.client],
+      "oidc issuer URL audience AUDIENCE [claim KEY VALUE]… (the caller's own OIDC token, e.g. from GitHub Actions)",
+      .checkedByHandler
+    ) { $0.readOIDCClient($1, &$2) },
     Directive(
       "from", in: [.client], "from CIDR… (e.g. from 10.0.0.0/8 127.0.0.1 ::1/128)",
       .oneOrMore(missing: "its addresses"), repeatable: true

@@ -23,6 +23,8 @@ struct CredentialsDraft {
   var sourceFailed = false
   var iam: String?
   var window: Int?
+  /// `exec-timeout D` (for `source exec`), with where it was written.
+  var execTimeout: (ms: Int, token: Token)?
 }
 
 extension ParseSession {
@@ -230,7 +232,7 @@ extension ParseSession {
         guard let t = token else { continue }
         error(
           t,
-          "\(directive) only applies to auth OAuth2 or OIDC, and this route has \(current); expected auth OAuth2 or auth OIDC in this route"
+          "\(directive) only applies to auth OAuth2, OIDC, token or basic USER token, and this route has \(current); expected auth OAuth2, auth OIDC or auth token in this route"
         )
       }
     }
@@ -326,10 +328,10 @@ extension ParseSession {
     read(body, into: &block)
     clientInfos[name] = block.client!.info
     // A line that failed to parse still counts as a way to identify: no second error for it.
-    if block.written.isDisjoint(with: ["password", "token", "from"]) {
+    if block.written.isDisjoint(with: ["password", "token", "from", "oidc"]) {
       error(
         nameToken,
-        "client \"\(name)\" has no way to be identified; expected password SECRET, token SECRET or from CIDR… in its block"
+        "client \"\(name)\" has no way to be identified; expected password SECRET, token SECRET, from CIDR… or oidc issuer URL audience A in its block"
       )
     }
     config.clients.append(block.client!.spec)
@@ -344,6 +346,69 @@ extension ParseSession {
       b.client?.spec.token = ref
       b.client?.info.tokenToken = s.tokens[1]
     }
+  }
+
+  /// `oidc issuer URL audience A [claim KEY VALUE]…`, one line.
+  mutating func readOIDCClient(_ s: Statement, _ b: inout Block) {
+    let usage = Directive.usage("oidc")
+    var issuer: String?
+    var audience: String?
+    var claims: [OIDCClientRule.Claim] = []
+    var ok = true
+    var j = 1
+    while j < s.tokens.count {
+      let key = s.tokens[j]
+      let k = key.quoted ? "" : key.keyword
+      let needs = k == "claim" ? 2 : 1
+      guard ["issuer", "audience", "claim"].contains(k) else {
+        error(key, "unexpected \"\(key.text)\" in oidc; expected \(usage)")
+        return
+      }
+      guard j + needs < s.tokens.count else {
+        error(key, "\(key.text) is missing its value; expected \(usage)")
+        return
+      }
+      let v = s.tokens[j + 1]
+      switch k {
+      case "issuer", "audience":
+        guard (k == "issuer" ? issuer : audience) == nil else {
+          error(key, "duplicate \(k) in oidc; expected it once")
+          return
+        }
+        if k == "audience" {
+          audience = v.text
+        } else if let url = secureURL(v, what: "oidc issuer") {
+          issuer = url
+        } else {
+          ok = false
+        }
+      default:
+        let value = s.tokens[j + 2]
+        if v.text.isEmpty {
+          error(
+            v, "empty claim name; expected claim KEY VALUE (e.g. claim repository myorg/deploy)")
+          ok = false
+        } else if claims.contains(where: { $0.key == v.text }) {
+          error(v, "duplicate claim \"\(v.text)\"; expected each claim once")
+          ok = false
+        }
+        claims.append(.init(key: v.text, value: value.text))
+      }
+      j += needs + 1
+    }
+    for (k, missing) in [
+      ("issuer", !s.args.contains { $0.isKeyword("issuer") }),
+      ("audience", audience == nil),
+    ] where missing {
+      error(s.head, "oidc is missing \(k); expected \(usage)")
+      ok = false
+    }
+    if audience?.isEmpty == true {
+      error(s.head, "oidc has an empty audience; expected \(usage)")
+      ok = false
+    }
+    guard ok, let issuer, let audience else { return }
+    b.client?.spec.oidc = OIDCClientRule(issuer: issuer, audience: audience, claims: claims)
   }
 
   mutating func readFrom(_ s: Statement, _ b: inout Block) {
@@ -367,14 +432,25 @@ extension ParseSession {
     read(body, into: &block)
     let draft = block.credentials!
     credentialInfos[name] = draft.info
-    guard let source = draft.source else {
+    guard var source = draft.source else {
       if !draft.sourceFailed {
         error(
           nameToken,
-          "credentials \"\(name)\" has no source; expected source adc, key-file PATH, metadata, impersonate EMAIL, refresh-token PATH or client-credentials …"
+          "credentials \"\(name)\" has no source; expected source adc, key-file PATH, metadata, impersonate EMAIL, refresh-token PATH, client-credentials … or exec PROGRAM"
         )
       }
       return
+    }
+    if let timeout = draft.execTimeout {
+      if case .exec(var command) = source {
+        command.timeoutMs = timeout.ms
+        source = .exec(command)
+      } else {
+        error(
+          timeout.token,
+          "exec-timeout applies to source exec only; credentials \"\(name)\" has source \(source.typeName)"
+        )
+      }
     }
     config.credentials.append(
       CredentialSpec(
@@ -394,6 +470,15 @@ extension ParseSession {
 
   mutating func readIAMEndpoint(_ s: Statement, _ b: inout Block) {
     b.credentials?.iam = secureURL(s.tokens[1], what: "iam-endpoint")
+  }
+
+  mutating func readExecTimeout(_ s: Statement, _ b: inout Block) {
+    guard let ms = duration(s.tokens[1]) else { return }
+    guard ms > 0 && ms <= 600_000 else {
+      error(s.tokens[1], "exec-timeout \(s.tokens[1].text) is out of range; expected 1ms to 10m")
+      return
+    }
+    b.credentials?.execTimeout = (ms, s.tokens[1])
   }
 
   mutating func readRefreshWindow(_ s: Statement, _ b: inout Block) {

@@ -242,13 +242,7 @@ enum Values {
   }
 
   /// A header field name (RFC 9110 token).
-  static func isToken<S: StringProtocol>(_ s: S) -> Bool {
-    guard !s.isEmpty else { return false }
-    return s.utf8.allSatisfy { b in
-      (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
-        || "!#$%&'*+-.^_`|~".utf8.contains(b)
-    }
-  }
+  static func isToken<S: StringProtocol>(_ s: S) -> Bool { HeaderNames.isToken(s) }
 
   /// Headers the proxy owns: framing, hop-by-hop (`Wire.HeaderNames`), the proxy's own
   /// authentication fields and `Host`.

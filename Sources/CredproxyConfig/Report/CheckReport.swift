@@ -64,6 +64,10 @@ extension ProxyConfig {
         if let problem = secret.problem(environment: environment) {
           add(spec.line, "credentials \"\(spec.name)\": client-secret \(problem)")
         }
+      case .githubApp(let app):
+        if let problem = app.privateKey.problem(environment: environment, multiline: true) {
+          add(spec.line, "credentials \"\(spec.name)\": private-key \(problem)")
+        }
       default:
         break
       }

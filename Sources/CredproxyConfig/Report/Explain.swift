@@ -170,6 +170,11 @@ public enum Explain {
         lines.append(
           "  auth: \(header): Basic <base64 of user \(Format.word(user)) and the secret from \(s)>")
         lines.append("  " + availability(s, environment))
+      case .basicToken(let user):
+        lines.append(
+          "  auth: \(header): Basic <base64 of user \(Format.word(user)) and the token credentials \(route.credentials) mints>"
+        )
+        lines.append(contentsOf: credentialLines(config, route, environment))
       case .oauth2(let scopes):
         lines.append("  auth: \(header): Bearer <OAuth2 access token>")
         lines.append("  scopes: \(scopes.joined(separator: " "))")
@@ -179,6 +184,9 @@ public enum Explain {
           upstream: route.upstream, host: parts.host, port: port, pathAndQuery: parts.pathAndQuery)
         lines.append("  auth: \(header): Bearer <OIDC ID token>")
         lines.append("  audience: \(aud) (audience \(audience.kindName))")
+        lines.append(contentsOf: credentialLines(config, route, environment))
+      case .token:
+        lines.append("  auth: \(header): Bearer <token of credentials \(route.credentials)>")
         lines.append(contentsOf: credentialLines(config, route, environment))
       }
       return (lines.joined(separator: "\n") + "\n", true)

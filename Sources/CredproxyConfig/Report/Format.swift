@@ -51,12 +51,17 @@ enum Format {
     case .bearer(let s): return "bearer \(s)"
     case .header(let name, let s): return "header \(name) \(s)"
     case .basic(let user, let s): return "basic \(word(user)) \(s)"
+    case .basicToken(let user): return "basic \(word(user)) token credentials \(route.credentials)"
     case .oauth2(let scopes):
       var out = "OAuth2 scopes \(scopes.joined(separator: ",")) credentials \(route.credentials)"
       if let h = route.authHeader { out += " auth-header \(h)" }
       return out
     case .oidc(let audience):
       var out = "OIDC audience \(audience) credentials \(route.credentials)"
+      if let h = route.authHeader { out += " auth-header \(h)" }
+      return out
+    case .token:
+      var out = "token credentials \(route.credentials)"
       if let h = route.authHeader { out += " auth-header \(h)" }
       return out
     }
@@ -75,6 +80,21 @@ enum Format {
     case .clientCredentials(let url, let id, let secret, let scopes):
       var out = "client-credentials token-url \(url) client-id \(word(id)) client-secret \(secret)"
       if !scopes.isEmpty { out += " scopes \(scopes.joined(separator: ","))" }
+      return out
+    case .exec(let command):
+      // Arguments are left out: they may carry anything.
+      let args = command.arguments.isEmpty ? "" : " (\(command.arguments.count) arguments)"
+      return "exec \(word(command.program))\(args) timeout \(command.timeoutMs / 1000)s"
+    case .githubApp(let app):
+      var out =
+        "github-app app-id \(word(app.appID)) installation-id \(app.installationID) private-key \(app.privateKey) api-url \(app.apiURL)"
+      if !app.repositories.isEmpty {
+        out += " repositories \(app.repositories.joined(separator: " "))"
+      }
+      if !app.permissions.isEmpty {
+        out +=
+          " permissions " + app.permissions.map { "\($0.name):\($0.level)" }.joined(separator: " ")
+      }
       return out
     }
   }

@@ -134,7 +134,62 @@ final class MintOperation {
         TokenResponses.accessToken(status: response.status, body: response.body, requestTime: now)
       }
 
-    case .impersonate(let target, let delegates, let endpoint, let sourceCredential):
+    case .stsExchange(let account, let environment):
+      guard !idToken else {
+        done(
+          .failure(
+            .local(
+              "an external account without service_account_impersonation_url gets access tokens only from STS"
+            )))
+        return
+      }
+      SubjectTokenSource.fetch(
+        account, environment: environment, transport: broker.transport, context: context
+      ) { [self] subject in
+        switch subject {
+        case .failure(let error):
+          done(.failure(error))
+        case .success(let subjectToken):
+          let spec = TokenRequests.stsExchange(
+            account, subjectToken: subjectToken, scopes: request.scopes)
+          send(spec, timeoutMs: 10_000, source: "STS \(account.tokenURL)", done) { response in
+            // An STS error could quote what it was given: never let the subject token through.
+            TokenResponses.accessToken(
+              status: response.status, body: response.body, requestTime: now
+            ).mapError { $0.sanitized(secrets: [subjectToken]) }
+          }
+        }
+      }
+
+    case .program(let path, let arguments, let timeoutMs, let environment):
+      guard !idToken else {
+        done(.failure(.local("a program's token is not an ID token for an arbitrary audience")))
+        return
+      }
+      ProgramRunner.start(
+        path: path, arguments: arguments, environment: environment, timeoutMs: timeoutMs,
+        loop: context.loop
+      ) { outcome in
+        done(Self.programToken(outcome, path: path, now: now))
+      }
+
+    case .githubApp(let app):
+      guard !idToken else {
+        done(.failure(.local("a GitHub App mints installation tokens, not ID tokens")))
+        return
+      }
+      let jwt: String
+      do { jwt = try app.appJWT(now: now) } catch {
+        done(.failure(.local("signing the app JWT failed: \(error)")))
+        return
+      }
+      let source = "GitHub API \(app.tokenURL)"
+      send(app.tokenRequest(appJWT: jwt), timeoutMs: 10_000, source: source, done) { response in
+        GitHubAppInstallation.parseToken(
+          status: response.status, body: response.body, source: source)
+      }
+
+    case .impersonate(let target, let delegates, let endpoint, let sourceCredential, let lifetime):
       // First the source credential's own cloud-platform token (cached and single-flight too).
       let sourceRequest = TokenRequest(credential: sourceCredential, scopes: [Scopes.cloudPlatform])
       let loop = context.loop
@@ -144,13 +199,14 @@ final class MintOperation {
           done(
             .failure(.local("source credential \"\(sourceCredential.name)\": \(failure.message)")))
         case .success(let token):
-          self.impersonate(target, delegates, endpoint, token.value, now: TokenBroker.now(), done)
+          self.impersonate(
+            target, delegates, endpoint, lifetime, token.value, now: TokenBroker.now(), done)
         }
       }
       let waiter: TokenWaiter = { result in loop.execute { resume.value(result) } }
       switch broker.acquire(sourceRequest, context: context, makeWaiter: { waiter }) {
       case .token(let token):
-        impersonate(target, delegates, endpoint, token.value, now: now, done)
+        impersonate(target, delegates, endpoint, lifetime, token.value, now: now, done)
       case .waiting:
         break
       case .failed(let message), .unavailable(let message):
@@ -159,9 +215,26 @@ final class MintOperation {
     }
   }
 
+  /// A program's outcome as a token or a failure naming the program and how it ended; what it
+  /// printed never appears (not retried here: the cache's backoff spaces the next run).
+  static func programToken(_ outcome: ProgramRunner.Outcome, path: String, now: Double)
+    -> Result<MintedToken, TokenEndpointError>
+  {
+    func failure(_ why: String) -> Result<MintedToken, TokenEndpointError> {
+      .failure(
+        TokenEndpointError(
+          status: 0, error: nil, errorDescription: why, retryable: false, source: "program \(path)")
+      )
+    }
+    guard outcome.succeeded else { return failure(outcome.termination.description) }
+    return ProgramTokenOutput.parse(outcome.stdout, now: now).flatMapError {
+      failure("exited with status 0 but \($0.description)")
+    }
+  }
+
   private func impersonate(
-    _ target: String, _ delegates: [String], _ endpoint: String, _ sourceToken: String,
-    now: Double, _ done: @escaping Completion
+    _ target: String, _ delegates: [String], _ endpoint: String, _ lifetimeSeconds: Int,
+    _ sourceToken: String, now: Double, _ done: @escaping Completion
   ) {
     let idToken = request.key.kind == .idToken
     let spec =
@@ -171,7 +244,7 @@ final class MintOperation {
         delegates: delegates, sourceToken: sourceToken)
       : TokenRequests.iamGenerateAccessToken(
         endpoint: endpoint, targetEmail: target, scopes: request.scopes, delegates: delegates,
-        sourceToken: sourceToken)
+        lifetimeSeconds: lifetimeSeconds, sourceToken: sourceToken)
     send(spec, timeoutMs: 10_000, source: "IAM Credentials \(endpoint)", done) { response in
       idToken
         ? TokenResponses.iamIDToken(status: response.status, body: response.body)

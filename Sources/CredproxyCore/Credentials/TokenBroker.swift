@@ -10,12 +10,20 @@ struct TokenRequest: Sendable {
   var scopes: [String]
   var audience: String
   var credential: MintingCredential
+  /// `auth basic USER token`: the token goes out as Basic `USER:token` instead of Bearer.
+  var basicUser: String?
+
+  /// The header value that carries `token`.
+  func headerValue(_ token: String) -> String {
+    guard let user = basicUser else { return "Bearer " + token }
+    return "Basic " + Data("\(user):\(token)".utf8).base64EncodedString()
+  }
 
   init(credential: MintingCredential, scopes: [String]) {
-    let normalized = Scopes.normalize(scopes)
+    let normalized = credential.source.takesScopes ? Scopes.normalize(scopes) : []
     key = TokenKey(
       credential: credential.name, kind: .accessToken,
-      scopesOrAudience: Scopes.cacheKey(normalized))
+      scopesOrAudience: normalized.joined(separator: " "))
     self.scopes = normalized
     audience = ""
     self.credential = credential
@@ -57,8 +65,12 @@ final class TokenBroker: Sendable {
   /// How mints send their requests and wait between attempts (tests substitute a fake endpoint).
   let transport: MintTransport
 
+  /// The OIDC issuers' signing keys (`client … { oidc … }`), fetched over the same transport.
+  let issuerKeys: IssuerKeys
+
   init(transport: MintTransport = .live) {
     self.transport = transport
+    issuerKeys = IssuerKeys(fetch: transport.fetch)
   }
 
   /// A mint failure's text as it may be shown: through `ErrorText`, with the config's secrets.

@@ -90,7 +90,10 @@ public enum TokenProbe {
       if token.kind == .idToken {
         lines.append("  audience: \(request.audience)")
       } else {
-        lines.append("  scopes: \(request.scopes.joined(separator: " "))")
+        lines.append(
+          request.scopes.isEmpty
+            ? "  scopes: none (the program prints one token)"
+            : "  scopes: \(request.scopes.joined(separator: " "))")
       }
       lines.append("  header: \(header): Bearer <token>")
       lines.append("  fingerprint: \(fingerprint(token.value))")

@@ -172,7 +172,7 @@ struct MetadataStub {
       switch source {
       case .serviceAccount(let signer):
         return (signer.account.clientEmail, signer.account.projectID)
-      case .impersonate(let target, _, _, let via):
+      case .impersonate(let target, _, _, let via, _):
         return (target, of(via.source).1)
       case .authorizedUser(let user):
         return (nil, user.quotaProjectID)

@@ -20,6 +20,8 @@ enum ConnectionState {
   /// (`indirect`: a `Forward` is large, and every other state would pay for its size on every
   /// copy of the state.)
   indirect case awaitingToken(Forward, retrying: Exchange?)
+  /// The caller's OIDC proxy token waits for its issuer's keys (fetched on this loop's multi).
+  indirect case awaitingIdentity(RequestHead, LogContext)
   /// One request/response with the upstream.
   case exchanging(Exchange)
   /// CONNECT allowed; resolving and dialling the target.
@@ -35,6 +37,7 @@ enum ConnectionState {
     case .idle: return "idle"
     case .readingHead: return "readingHead"
     case .awaitingToken: return "awaitingToken"
+    case .awaitingIdentity: return "awaitingIdentity"
     case .exchanging: return "exchanging"
     case .dialing: return "dialing"
     case .tunneling: return "tunneling"
@@ -62,7 +65,7 @@ enum ConnectionState {
   /// Whether a request is under way (a client that leaves now aborts it).
   var isBusy: Bool {
     switch self {
-    case .readingHead, .awaitingToken, .exchanging, .dialing: return true
+    case .readingHead, .awaitingToken, .awaitingIdentity, .exchanging, .dialing: return true
     case .idle, .tunneling, .closing, .closed: return false
     }
   }
@@ -94,6 +97,8 @@ struct InterceptSession {
   let isIPv6: Bool
   /// The client the CONNECT identified (Proxy-Authorization or `from`); nil: anonymous.
   let client: String?
+  /// The claims an OIDC client matched on the CONNECT, for the inner requests' audit records.
+  var clientClaims: [String]? = nil
 
   /// Whether `authority` (an inner request's Host or absolute-form target) names the target.
   /// A missing port means 443: inside the tunnel the caller speaks https.

@@ -10,8 +10,6 @@ import Synchronization
 extension ProxyConnection {
   func begin(_ head: RequestHead) {
     let runtime = context.runtime
-    let hasBody = head.framing != .none
-    let keepOpen = !hasBody && head.keepAlive
     var record = LogContext(head: head, startedMs: EventLoop.nowMs())
 
     if let session = intercept {
@@ -20,6 +18,7 @@ extension ProxyConnection {
       record.via = "intercept"
       record.scheme = "https"
       record.client = session.client
+      record.clientClaims = session.clientClaims
       guard head.method != "CONNECT", let authority = head.authority, session.binds(authority)
       else {
         record.deny(.misdirected)
@@ -36,9 +35,21 @@ extension ProxyConnection {
       return
     }
 
-    // Who is calling: Proxy-Authorization (Basic or Bearer) or the source address.
+    // Who is calling: Proxy-Authorization (Basic, Bearer, an OIDC token) or the source address.
     let proxyAuth = head.headers.first { HeaderPolicy.nameIs($0.name, "proxy-authorization") }
-    switch runtime.clients.identify(proxyAuthorization: proxyAuth?.value, peer: peer) {
+    admit(
+      head, runtime.clients.identify(proxyAuthorization: proxyAuth?.value, peer: peer),
+      record: record, runtime: runtime)
+  }
+
+  /// Goes on with a request once its caller is identified (or refused).
+  func admit(
+    _ head: RequestHead, _ identification: Identification, record start: LogContext,
+    runtime: ProxyRuntime, mayFetchKeys: Bool = true
+  ) {
+    var record = start
+    let keepOpen = head.framing == .none && head.keepAlive
+    switch identification {
     case .rejected(let why):
       record.deny(.proxyAuthRequired)
       respond(
@@ -50,6 +61,30 @@ extension ProxyConnection {
       record.client = name
     case .anonymous:
       break
+    case .verifyToken(let token, let only):
+      let loop = context.loop
+      let me = LoopBound(self, loop: loop)
+      let verdict = context.broker.issuerKeys.verify(
+        token, only: only, clients: runtime.clients, context: context, mayFetch: mayFetchKeys
+      ) {
+        loop.execute { me.value.issuerKeysArrived(token, only: only) }
+      }
+      switch verdict {
+      case .client(let name, let claims):
+        record.client = name
+        record.clientClaims = claims
+      case .rejected(let why):
+        admit(head, .rejected(why), record: record, runtime: runtime)
+        return
+      case .unavailable(let why):
+        record.deny(.identityUnavailable)
+        respond(
+          ErrorResponse(code: .identityUnavailable, message: why), close: !keepOpen, log: record)
+        return
+      case .waiting:
+        enter(.awaitingIdentity(head, record))
+        return
+      }
     }
 
     if head.method == "CONNECT" {
@@ -66,6 +101,18 @@ extension ProxyConnection {
       return
     }
     route(head, record: record, runtime: runtime, authority: authority, port: authority.port)
+  }
+
+  /// The issuer's keys were fetched (or the fetch failed): decide with what is cached now.
+  func issuerKeysArrived(_ token: String, only: String?) {
+    guard case .awaitingIdentity(let head, let record) = state else { return }
+    admit(
+      head, .verifyToken(token, only: only), record: record, runtime: context.runtime,
+      mayFetchKeys: false)
+    if !closed {
+      process()
+      if !closed { updateInterest() }
+    }
   }
 
   /// Routes an identified request to `authority` (`port`: the one to route on, nil for the

@@ -23,7 +23,8 @@ extension ProxyConnection {
     }
     switch acquired {
     case .token(let token):
-      startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
+      startTransfer(
+        forward, credential: (header, request.headerValue(token.value)), token: (request, token))
     case .waiting:
       enter(.awaitingToken(forward, retrying: exchange))
     case .failed(let message):
@@ -40,7 +41,8 @@ extension ProxyConnection {
     guard case .awaitingToken = state else { return }
     switch result {
     case .success(let token):
-      startTransfer(forward, credential: (header, "Bearer " + token.value), token: (request, token))
+      startTransfer(
+        forward, credential: (header, request.headerValue(token.value)), token: (request, token))
     case .failure(let failure):
       tokenFailed(forward, "\(request.credentialLabel): \(failure.message)")
     }

@@ -51,6 +51,7 @@ extension ProxyConnection {
       record.via = log.via
       record.tokenScopes = log.tokenScopes
       record.tokenAudience = log.tokenAudience
+      record.clientClaims = log.clientClaims
       audit.write(record)
     }
   }

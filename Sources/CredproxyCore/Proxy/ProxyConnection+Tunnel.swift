@@ -172,7 +172,8 @@ extension ProxyConnection {
       return
     }
     intercept = InterceptSession(
-      host: String(canonical.text), port: port, isIPv6: target.isIPv6, client: record.client)
+      host: String(canonical.text), port: port, isIPv6: target.isIPv6, client: record.client,
+      clientClaims: record.clientClaims)
     pendingTLS = leaf
     writeLog(record, status: 200, bytesIn: 0, bytesOut: 0, error: nil)
     output.append("HTTP/1.1 200 Connection established\r\n\r\n")

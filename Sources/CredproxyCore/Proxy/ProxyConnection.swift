@@ -181,7 +181,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       case .tunneling:
         pumpTunnelUp()
         return
-      case .awaitingToken, .closing, .closed, .dialing:
+      case .awaitingToken, .awaitingIdentity, .closing, .closed, .dialing:
         return
       }
     }
@@ -279,7 +279,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     switch state {
     case .idle:
       close()
-    case .readingHead, .awaitingToken, .exchanging, .dialing, .tunneling:
+    case .readingHead, .awaitingToken, .awaitingIdentity, .exchanging, .dialing, .tunneling:
       exchange?.keepAlive = false
       drainRequested = true
     case .closing, .closed:
@@ -334,8 +334,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
             message: "upstream \(ex.upstream) did not answer within \(ex.requestTimeoutMs) ms"),
           close: !ex.keepAlive)
       }
-    case .awaitingToken:
-      break  // the mint has its own timeouts and retries, and always answers
+    case .awaitingToken, .awaitingIdentity:
+      break  // the mint or key fetch has its own timeouts and retries, and always answers
     case .dialing(let tunnel):
       if nowMs - tunnel.dialStartedMs > Int64(tunnel.connectTimeoutMs) {
         respond(

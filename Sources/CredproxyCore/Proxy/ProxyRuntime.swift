@@ -84,6 +84,10 @@ final class ProxyRuntime: Sendable {
       route: Route(name: "(no route: report mode)", patterns: [], line: 0), auth: .none)
     router = Router(routes: config.routes)
     let credentials = MintingCredential.loadAll(config: config, environment: environment)
+    let fileProblems = CredentialFileCheck.problems(config: config, credentials)
+    if !fileProblems.isEmpty {
+      throw SocketError(message: fileProblems.joined(separator: "\n"))
+    }
     self.credentials = credentials
     routes = config.routes.map {
       PreparedRoute(route: $0, auth: Self.prepare($0, environment, credentials))
@@ -142,9 +146,16 @@ final class ProxyRuntime: Sendable {
       return [user.refreshToken, user.clientSecret]
     case .clientCredentials(_, _, let secret, _):
       return [secret]
-    case .impersonate(_, _, _, let source):
+    case .impersonate(_, _, _, let source, _):
       return secrets(of: source.source)
-    case .metadata, .unavailable:
+    case .githubApp(let app):
+      return [app.privateKeyPEM]
+    case .stsExchange(let account, _):
+      // The client secret and a url source's header values (e.g. a CI job's request token).
+      var values = account.clientSecret.map { [$0] } ?? []
+      if case .url(_, let headers, _) = account.source { values += headers.map(\.value) }
+      return values
+    case .metadata, .unavailable, .program:
       return []
     }
   }
@@ -172,12 +183,32 @@ final class ProxyRuntime: Sendable {
           credential: credential,
           kind: .oauth2(TokenRequest(credential: credential, scopes: scopes)),
           header: route.injectedHeaderName ?? "Authorization")
+      case .basicToken(let user):
+        guard let credential = credentials[route.credentials] else {
+          return .unavailable("credential \"\(route.credentials)\" is not defined")
+        }
+        // The same token, and cache entry, as `auth token` on this credential.
+        var request = TokenRequest(credential: credential, scopes: AuthSpec.defaultScopes)
+        request.basicUser = user
+        return .minted(
+          credential: credential, kind: .oauth2(request),
+          header: route.injectedHeaderName ?? "Authorization")
       case .oidc(let audience):
         guard let credential = credentials[route.credentials] else {
           return .unavailable("credential \"\(route.credentials)\" is not defined")
         }
         return .minted(
           credential: credential, kind: .oidc(audience: audience),
+          header: route.injectedHeaderName ?? "Authorization")
+      case .token:
+        guard let credential = credentials[route.credentials] else {
+          return .unavailable("credential \"\(route.credentials)\" is not defined")
+        }
+        // A Google source's token is its cloud-platform access token (the same cache entry as
+        // `auth OAuth2`); a program's scopes are ignored (`takesScopes`).
+        return .minted(
+          credential: credential,
+          kind: .oauth2(TokenRequest(credential: credential, scopes: AuthSpec.defaultScopes)),
           header: route.injectedHeaderName ?? "Authorization")
       }
     } catch {

@@ -21,6 +21,8 @@ struct LogContext {
   var via: String?
   var routeNumber: Int?
   var client: String?
+  /// The claims an OIDC client matched (`repository=myorg/deploy`), for the audit log.
+  var clientClaims: [String]?
   var decision = AuditDecision.allow
   var reason: ErrorCode?
   /// A credentials block name or a secret's source (`env:NAME`), never a value.

@@ -4,7 +4,10 @@ Three threaded HTTP servers on 127.0.0.1 (port 0 unless told otherwise), speakin
 protocols described in /work/shared/google-auth-protocol.md:
 
 - ``TokenServer``    — ``POST /token`` (jwt-bearer, refresh_token, client_credentials grants),
-  ``GET /tokeninfo``, ``GET /oauth2/v3/certs`` (JWKS of the ID-token signing key).
+  ``GET /tokeninfo``, ``GET /oauth2/v3/certs`` (JWKS of the ID-token signing key), and
+  ``POST /v1/token``: Google's STS (sts.googleapis.com), the RFC 8693 exchange of workload identity
+  federation, which verifies the subject token's RS256 signature, issuer, audience and expiry
+  against a registered pool provider (``add_workload_provider``) before it grants.
 - ``MetadataServer`` — the GCE/Cloud Run metadata server (``GCE_METADATA_HOST=127.0.0.1:PORT``).
 - ``IAMServer``      — IAM Credentials ``:generateAccessToken`` / ``:generateIdToken``.
 
@@ -52,6 +55,10 @@ __all__ = [
     "CLOUD_PLATFORM_SCOPE",
     "IAM_SCOPE",
     "JWT_BEARER_GRANT",
+    "TOKEN_EXCHANGE_GRANT",
+    "ACCESS_TOKEN_TYPE",
+    "JWT_TOKEN_TYPES",
+    "WorkloadProvider",
     "FAILURE_KINDS",
     "b64url_encode",
     "b64url_decode",
@@ -83,6 +90,9 @@ GOOGLE_ISSUER = "https://accounts.google.com"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPES = ("urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token")
 DEFAULT_PROJECT_ID = "credproxy-test"
 DEFAULT_METADATA_EMAIL = "default-sa@credproxy-test.iam.gserviceaccount.com"
 
@@ -1419,8 +1429,28 @@ def _oauth_error(status: int, error: str, description: str, headers: Sequence[Tu
     return _json_response(status, {"error": error, "error_description": description}, list(_NO_CACHE) + list(headers))
 
 
+@dataclass
+class WorkloadProvider:
+    """A workload (or workforce) identity pool provider, as STS knows it: the external issuer it
+    trusts, that issuer's signing keys (kid → public key) and the audiences it accepts."""
+
+    audience: str  # //iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/X
+    issuer: str
+    keys: Dict[str, rsa.RSAPublicKey]
+    allowed_audiences: List[str]
+
+    @property
+    def workforce(self) -> bool:
+        return "/workforcePools/" in self.audience
+
+    def principal(self, subject: str) -> str:
+        pool = self.audience.split("/providers/", 1)[0].removeprefix("//iam.googleapis.com/")
+        return f"principal://iam.googleapis.com/{pool}/subject/{subject}"
+
+
 class TokenServer(_EmulatorServer):
-    """``POST /token`` — Google's OAuth 2.0 token endpoint (oauth2.googleapis.com)."""
+    """``POST /token`` — Google's OAuth 2.0 token endpoint (oauth2.googleapis.com); ``POST
+    /v1/token`` — Google's Security Token Service (sts.googleapis.com)."""
 
     name = "token"
     server_header = "scaffolding on HTTPServer2"
@@ -1433,10 +1463,37 @@ class TokenServer(_EmulatorServer):
         self.strict_base64 = True  # reject padded / non-url-safe base64 in the assertion
         self.strict_scope_format = True  # scope claim: non-empty items joined by single spaces
         self.extra_audiences: set = set()  # more accepted `aud` values
+        self.workload_providers: Dict[str, WorkloadProvider] = {}
+        # Every STS exchange that was granted: the form without the subject token, with `options`
+        # decoded, the subject's claims and whether the client authenticated.
+        self.sts_exchanges: List[Dict[str, Any]] = []
+        self._sts_lock = threading.Lock()
 
     @property
     def token_url(self) -> str:
         return self.base_url + "/token"
+
+    @property
+    def sts_url(self) -> str:
+        return self.base_url + "/v1/token"
+
+    def add_workload_provider(
+        self,
+        audience: str,
+        issuer: str,
+        public_key: Union[str, bytes, rsa.RSAPublicKey],
+        kid: str,
+        allowed_audiences: Optional[Sequence[str]] = None,
+    ) -> WorkloadProvider:
+        """Trust ``issuer``'s tokens signed by ``public_key`` (``kid``) for ``audience``. Google's
+        default allowed audience is the provider's own resource name as an https URL."""
+        provider = self.workload_providers.get(audience)
+        if provider is None:
+            default = "https:" + audience if audience.startswith("//") else audience
+            provider = WorkloadProvider(audience, issuer, {}, list(allowed_audiences or [default]))
+            self.workload_providers[audience] = provider
+        provider.keys[kid] = _load_public_key(public_key)
+        return provider
 
     @property
     def tokeninfo_url(self) -> str:
@@ -1450,7 +1507,7 @@ class TokenServer(_EmulatorServer):
         return {GOOGLE_TOKEN_URI, self.token_url} | set(self.extra_audiences)
 
     def _is_mint(self, req: Request) -> bool:
-        return req.path == "/token"
+        return req.path in ("/token", "/v1/token")
 
     # -- failures ------------------------------------------------------------------------------
 
@@ -1488,6 +1545,10 @@ class TokenServer(_EmulatorServer):
             if req.method != "POST":
                 return _oauth_error(405, "invalid_request", "The token endpoint only accepts POST.")
             return self._token(req)
+        if req.path == "/v1/token":
+            if req.method != "POST":
+                return _oauth_error(405, "invalid_request", "The token endpoint only accepts POST.")
+            return self._sts(req)
         if req.path in ("/tokeninfo", "/oauth2/v3/tokeninfo"):
             return self._tokeninfo(req)
         if req.path in ("/oauth2/v3/certs", "/oauth2/v1/certs"):
@@ -1518,13 +1579,20 @@ class TokenServer(_EmulatorServer):
             form[k] = v
         return form
 
-    def _token(self, req: Request) -> Response:
+    def _read_form(self, req: Request) -> Tuple[Optional[Dict[str, str]], Optional[Response]]:
+        """The form of a token request, or the 400 that refuses it."""
         ctype = (req.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
-            return _oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded.")
+            return None, _oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded.")
         form = self._form(req)
         if form is None:
-            return _oauth_error(400, "invalid_request", "Malformed form body (repeated parameter?).")
+            return None, _oauth_error(400, "invalid_request", "Malformed form body (repeated parameter?).")
+        return form, None
+
+    def _token(self, req: Request) -> Response:
+        form, refused = self._read_form(req)
+        if form is None:
+            return refused
         grant = form.get("grant_type")
         if not grant:
             return _oauth_error(400, "invalid_request", "Missing required parameter: grant_type")
@@ -1703,6 +1771,92 @@ class TokenServer(_EmulatorServer):
         if rec.scopes:
             body["scope"] = " ".join(rec.scopes)
         return _json_response(200, body, _NO_CACHE)
+
+    # -- STS (RFC 8693 token exchange) ---------------------------------------------------------
+
+    def _sts(self, req: Request) -> Response:
+        form, refused = self._read_form(req)
+        if form is None:
+            return refused
+        if form.get("grant_type") != TOKEN_EXCHANGE_GRANT:
+            return _oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {form.get('grant_type')}")
+        if form.get("requested_token_type") != ACCESS_TOKEN_TYPE:
+            return _oauth_error(400, "invalid_request", "Invalid requested_token_type.")
+        provider = self.workload_providers.get(form.get("audience") or "")
+        if provider is None:
+            return _oauth_error(
+                400, "invalid_target",
+                "The target service indicated by the \"audience\" parameters is invalid. This might either be "
+                "because the pool or provider is disabled or deleted or because it doesn't exist.",
+            )
+        if form.get("subject_token_type") not in JWT_TOKEN_TYPES:
+            return _oauth_error(400, "invalid_request", "Invalid subject_token_type (this emulator speaks OIDC).")
+        scopes = (form.get("scope") or "").split()
+        if not scopes:
+            return _oauth_error(400, "invalid_scope", "Scope is required.")
+        options: Dict[str, Any] = {}
+        if "options" in form:
+            try:
+                options = json.loads(urllib.parse.unquote(form["options"]))
+            except json.JSONDecodeError:
+                return _oauth_error(400, "invalid_request", "Invalid options: not URL-encoded JSON.")
+            if not isinstance(options, dict):
+                return _oauth_error(400, "invalid_request", "Invalid options: not a JSON object.")
+        client_authenticated = (req.headers.get("Authorization") or "").lower().startswith("basic ")
+        if provider.workforce and not client_authenticated and not options.get("userProject"):
+            return _oauth_error(400, "invalid_request", "A workforce pool needs options.userProject.")
+        claims, why = self._verify_subject(form.get("subject_token") or "", provider)
+        if claims is None:
+            return _oauth_error(400, "invalid_grant", why)
+        record = {k: v for k, v in form.items() if k != "subject_token"}
+        record["options"] = options
+        record["claims"] = claims
+        record["client_authenticated"] = client_authenticated
+        with self._sts_lock:
+            self.sts_exchanges.append(record)
+        rec = self._mint_access("sts", scopes, subject=provider.principal(str(claims.get("sub"))))
+        return _json_response(
+            200,
+            {
+                "access_token": rec.token,
+                "issued_token_type": ACCESS_TOKEN_TYPE,
+                "token_type": "Bearer",
+                "expires_in": self._expires_in(rec),
+            },
+            _NO_CACHE,
+        )
+
+    @staticmethod
+    def _verify_subject(token: str, provider: WorkloadProvider) -> Tuple[Optional[Dict[str, Any]], str]:
+        """Google's checks on an OIDC subject token: RS256 by a known key, issuer, audience, time."""
+        try:
+            parsed = parse_jwt(token.strip())
+        except ValueError:
+            return None, "Unable to parse the ID Token."
+        if parsed.header.get("alg") != "RS256":
+            return None, "The ID Token must be signed with RS256."
+        key = provider.keys.get(parsed.header.get("kid"))
+        if key is None:
+            return None, "The ID Token's kid is not in the provider's JWKS."
+        if not verify_rs256(key, parsed.signing_input, parsed.signature):
+            return None, "Invalid ID Token signature."
+        c = parsed.claims
+        if c.get("iss") != provider.issuer:
+            return None, f"The issuer in ID Token {c.get('iss')} does not match the expected ones."
+        aud = c.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if not set(auds) & set(provider.allowed_audiences):
+            return None, f"The audience in ID Token {auds} does not match the expected audience."
+        now = time.time()
+        exp = c.get("exp")
+        if not isinstance(exp, (int, float)) or exp <= now:
+            return None, "ID Token has expired."
+        iat = c.get("iat")
+        if not isinstance(iat, (int, float)) or iat > now + 300:
+            return None, "ID Token issued in the future."
+        if not c.get("sub"):
+            return None, "ID Token has no sub."
+        return c, ""
 
     # -- tokeninfo -----------------------------------------------------------------------------
 
@@ -1995,12 +2149,12 @@ class IAMServer(_EmulatorServer):
         for k in body:
             if k not in known:
                 return _google_error(400, f'Invalid JSON payload received. Unknown name "{k}": Cannot find field.')
-        delegates = body.get("delegates", [])
+        delegates = body.get("delegates") or []  # proto3 JSON: null is the empty list (google-auth sends it)
         if not isinstance(delegates, list) or not all(isinstance(d, str) and _DELEGATE_RE.match(d) for d in delegates):
             return _google_error(
                 400, "Invalid form of delegates: each must be projects/-/serviceAccounts/{ACCOUNT_EMAIL_OR_UNIQUEID}."
             )
-        source_identity = source.email or source.client_id
+        source_identity = source.email or source.client_id or source.subject
 
         if method == "generateAccessToken":
             scope = body.get("scope")
@@ -2126,6 +2280,10 @@ class Emulators:
     @property
     def tokeninfo_url(self) -> str:
         return self.token.tokeninfo_url
+
+    @property
+    def sts_url(self) -> str:
+        return self.token.sts_url
 
     @property
     def jwks_url(self) -> str:

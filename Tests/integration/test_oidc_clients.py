@@ -1,0 +1,298 @@
+"""Runners identified by their own OIDC tokens: `client NAME { oidc issuer URL audience A claim K V }`.
+A local issuer (emulators/oidc_issuer.py) publishes discovery and a JWKS and signs tokens with
+Python's `cryptography`; credproxy verifies them with libcrypto."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+
+import pytest
+
+from emulators.oidc_issuer import OIDCIssuer, SigningKey, encode
+from policy_support import assert_refused, basic, bearer, curl, fetch, read_audit
+
+pytestmark = pytest.mark.timeout(90)
+
+PASSWORD = "itest-oidc-ops-pw-7c1d0e"
+
+CONF = """\
+listen 127.0.0.1:0
+ca-file {ca}
+audit-log AUDIT
+client deploy {
+  oidc issuer ISSUER audience credproxy-itest claim repository myorg/deploy claim ref refs/heads/main
+}
+client tests {
+  oidc issuer ISSUER audience credproxy-itest claim repository myorg/deploy
+}
+client edge {
+  oidc issuer ES_ISSUER audience credproxy-itest
+}
+client ops {
+  password env:ITEST_OIDC_OPS_PW
+}
+route localhost:{upstream_port}/deploy {
+  auth none
+  allow deploy
+}
+route localhost:{upstream_port}/tests {
+  auth none
+  allow deploy tests edge ops
+}
+"""
+
+
+@pytest.fixture
+def issuers():
+    rs, es = OIDCIssuer("RS256").start(), OIDCIssuer("ES256").start()
+    yield rs, es
+    rs.stop()
+    es.stop()
+
+
+@pytest.fixture
+def oidc_proxy(proxy, issuers, tmp_path):
+    rs, es = issuers
+    audit = tmp_path / "audit.jsonl"
+
+    def start(extra_args: tuple = ()):
+        conf = CONF.replace("ES_ISSUER", es.url).replace("ISSUER", rs.url)
+        conf = conf.replace("AUDIT", str(audit))
+        return proxy(conf, env={"ITEST_OIDC_OPS_PW": PASSWORD}, extra_args=extra_args)
+
+    start.audit = audit
+    return start
+
+
+def good(issuer, **claims):
+    base = {"aud": "credproxy-itest", "repository": "myorg/deploy", "ref": "refs/heads/main"}
+    base.update(claims)
+    return issuer.token(**base)
+
+
+def test_good_token_identifies_the_client_and_audit_names_claims_not_the_token(
+        oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    px = oidc_proxy()
+    token = good(rs)
+    r = fetch(px, upstream.url("/deploy/echo/ok"), [bearer(token)])
+    assert r.status == 200, r
+    # The token never reaches the upstream (Proxy-Authorization is hop-by-hop).
+    assert token not in json.dumps(r.json())
+    records = read_audit(oidc_proxy.audit, at_least=1)
+    assert records[-1]["client"] == "deploy"
+    assert records[-1]["client_claims"] == ["repository=myorg/deploy", "ref=refs/heads/main"]
+    text = oidc_proxy.audit.read_text() + px.stderr_text()
+    assert token not in text and token.split(".")[2] not in text
+    # Discovery and JWKS once; the second request is served from the cached keys.
+    assert fetch(px, upstream.url("/deploy/echo/again"), [bearer(good(rs))]).status == 200
+    assert (rs.discovery_fetches, rs.jwks_fetches) == (1, 1)
+
+
+def test_es256_token(oidc_proxy, issuers, upstream):
+    _, es = issuers
+    px = oidc_proxy()
+    r = fetch(px, upstream.url("/tests/echo/es"), [bearer(es.token(aud="credproxy-itest"))])
+    assert r.status == 200, r
+    assert read_audit(oidc_proxy.audit, at_least=1)[-1]["client"] == "edge"
+
+
+def test_wrong_audience_expired_and_not_yet_valid_are_refused(oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/tests/echo/x")
+    assert_refused(fetch(px, url, [bearer(good(rs, aud="someone-else"))]), 407, "proxy_auth_required")
+    now = int(time.time())
+    assert_refused(fetch(px, url, [bearer(good(rs, exp=now - 120))]), 407, "proxy_auth_required")
+    assert_refused(fetch(px, url, [bearer(good(rs, nbf=now + 120))]), 407, "proxy_auth_required")
+    # Inside the 60 s skew: accepted.
+    assert fetch(px, url, [bearer(good(rs, exp=now - 30))]).status == 200
+    # An audience list containing ours is accepted.
+    assert fetch(px, url, [bearer(good(rs, aud=["other", "credproxy-itest"]))]).status == 200
+
+
+def test_bad_signature_alg_none_hs256_and_wrong_key_type_are_refused(oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/tests/echo/x")
+    assert fetch(px, url, [bearer(good(rs))]).status == 200  # keys are loaded
+    claims = {"iss": rs.url, "aud": "credproxy-itest", "repository": "myorg/deploy",
+              "exp": int(time.time()) + 300}
+    # Same kid, another key: the signature does not verify.
+    impostor = SigningKey("RS256", kid=rs.key.kid)
+    forged = encode({"alg": "RS256", "kid": rs.key.kid}, claims, impostor.sign)
+    r = fetch(px, url, [bearer(forged)])
+    assert_refused(r, 407, "proxy_auth_required")
+    assert "signature" in r.body.decode()
+    # A real signature with one byte changed.
+    token = good(rs)
+    head, body, sig = token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+    raw[10] ^= 1
+    tampered = f"{head}.{body}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}"
+    assert_refused(fetch(px, url, [bearer(tampered)]), 407, "proxy_auth_required")
+    # alg none, unsigned.
+    r = fetch(px, url, [bearer(encode({"alg": "none"}, claims, None))])
+    assert_refused(r, 407, "proxy_auth_required")
+    assert "RS256 or ES256" in r.body.decode()
+    # HS256 keyed with the issuer's public JWK text (the classic confusion attack).
+    import hashlib, hmac
+    secret = json.dumps(rs.key.jwk()).encode()
+    hs = encode({"alg": "HS256", "kid": rs.key.kid}, claims,
+                lambda data: hmac.new(secret, data, hashlib.sha256).digest())
+    assert_refused(fetch(px, url, [bearer(hs)]), 407, "proxy_auth_required")
+    # ES256 header naming the issuer's RSA kid: a key of the wrong type never verifies.
+    ec_key = SigningKey("ES256", kid=rs.key.kid)
+    wrong_type = encode({"alg": "ES256", "kid": rs.key.kid}, claims, ec_key.sign)
+    assert_refused(fetch(px, url, [bearer(wrong_type)]), 407, "proxy_auth_required")
+
+
+def test_unknown_kid_then_rotation_refetches_the_jwks_rate_limited(oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/deploy/echo/rot")
+    assert fetch(px, url, [bearer(good(rs))]).status == 200
+    assert rs.jwks_fetches == 1
+    rs.rotate()
+    # Right after a fetch, an unknown kid does not make credproxy fetch again (rate limit).
+    r = fetch(px, url, [bearer(good(rs))])
+    assert_refused(r, 407, "proxy_auth_required")
+    assert "kid unknown" in r.body.decode()
+    assert rs.jwks_fetches == 1
+    time.sleep(5.3)
+    # Past the interval: the unknown kid triggers one fetch, which finds the rotated key.
+    r = fetch(px, url, [bearer(good(rs))])
+    assert r.status == 200, r
+    assert rs.jwks_fetches == 2
+    # A kid the issuer never published: refused, and no third fetch so soon.
+    stranger = SigningKey("RS256")
+    unknown = rs.token(key=stranger, aud="credproxy-itest", repository="myorg/deploy",
+                       ref="refs/heads/main")
+    assert_refused(fetch(px, url, [bearer(unknown)]), 407, "proxy_auth_required")
+    assert rs.jwks_fetches == 2
+
+
+def test_claims_choose_the_client_and_a_mismatch_is_refused(oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    px = oidc_proxy()
+    # ref differs: not `deploy`, but `tests` (which does not look at ref) matches.
+    dev = good(rs, ref="refs/heads/dev")
+    assert_refused(fetch(px, upstream.url("/deploy/echo/x"), [bearer(dev)]), 403, "client_not_allowed")
+    assert fetch(px, upstream.url("/tests/echo/x"), [bearer(dev)]).status == 200
+    assert read_audit(oidc_proxy.audit, at_least=2)[-1]["client"] == "tests"
+    # Another repository matches no client at all.
+    r = fetch(px, upstream.url("/tests/echo/x"), [bearer(good(rs, repository="myorg/other"))])
+    assert_refused(r, 407, "proxy_auth_required")
+    assert "repository" in r.body.decode() and "myorg" not in r.body.decode()
+    # A claim that is a prefix of the configured value does not match (exact comparison).
+    r = fetch(px, upstream.url("/tests/echo/x"), [bearer(good(rs, repository="myorg/deplo"))])
+    assert_refused(r, 407, "proxy_auth_required")
+
+
+def test_proxy_url_form_name_and_token_as_basic(oidc_proxy, issuers, upstream):
+    """Clients configured by a proxy URL (curl -x, HTTPS_PROXY) can only send Basic: the token
+    goes as the password, the user names the client it must identify."""
+    rs, _ = issuers
+    px = oidc_proxy()
+    token = good(rs)
+    r = curl("-x", f"http://deploy:{token}@127.0.0.1:{px.port}", upstream.url("/deploy/echo/curl"))
+    assert r.status == 200, r
+    assert read_audit(oidc_proxy.audit, at_least=1)[-1]["client"] == "deploy"
+    dev = good(rs, ref="refs/heads/dev")
+    # Named `deploy`, but the ref is not main: refused, not silently another client.
+    assert_refused(fetch(px, upstream.url("/tests/echo/x"), [basic("deploy", dev)]), 407,
+                   "proxy_auth_required")
+    assert fetch(px, upstream.url("/tests/echo/x"), [basic("tests", dev)]).status == 200
+    assert token not in px.stderr_text()
+
+
+def test_requests_wait_for_the_jwks_without_blocking_the_loop(oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    rs.delay = 2.0
+    px = oidc_proxy(extra_args=("--threads", "1"))
+    results: list = []
+
+    def one(i: int) -> None:
+        r = fetch(px, upstream.url(f"/deploy/echo/cold{i}"), [bearer(good(rs))], timeout=20)
+        results.append(r.status)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    # While the JWKS is still being fetched, the one loop answers other callers at once.
+    started = time.monotonic()
+    r = fetch(px, upstream.url("/tests/echo/pw"), [basic("ops", PASSWORD)])
+    elapsed = time.monotonic() - started
+    assert r.status == 200
+    assert elapsed < 1.0, f"a password client waited {elapsed:.2f}s behind the JWKS fetch"
+    for t in threads:
+        t.join()
+    assert results == [200] * 20
+    assert (rs.discovery_fetches, rs.jwks_fetches) == (1, 1)
+
+
+def test_issuer_down_is_503_identity_unavailable(oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    rs.fail_status = 503
+    px = oidc_proxy()
+    r = fetch(px, upstream.url("/tests/echo/x"), [bearer(good(rs))])
+    assert_refused(r, 503, "identity_unavailable")
+    assert rs.url in r.body.decode()
+
+
+def test_check_shows_the_oidc_client_and_rejects_a_plain_http_issuer(cli, proxy_factory):
+    path = proxy_factory.config("""\
+client runner {
+  oidc issuer http://issuer.example.com audience a
+}
+""")
+    r = cli("check", "--config", str(path))
+    assert r.returncode == 2
+    assert "oidc issuer must use https" in r.stderr + r.stdout
+    path = proxy_factory.config("""\
+client runner {
+  oidc issuer https://token.actions.githubusercontent.com audience credproxy claim repository myorg/deploy
+}
+""")
+    r = cli("check", "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "oidc issuer https://token.actions.githubusercontent.com audience credproxy claim repository myorg/deploy" in r.stdout
+
+
+def test_intercepted_tunnel_keeps_the_connects_oidc_identity(proxy, issuers, upstream, tmp_path,
+                                                             credproxy_bin):
+    import subprocess
+    rs, _ = issuers
+    ca = tmp_path / "ca"
+    r = subprocess.run([str(credproxy_bin), "ca", "init", "--dir", str(ca)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    audit = tmp_path / "audit.jsonl"
+    conf = """\
+listen 127.0.0.1:0
+ca-file {ca}
+ca-cert CADIR/ca.pem
+ca-key CADIR/ca-key.pem
+audit-log AUDIT
+client deploy {
+  oidc issuer ISSUER audience credproxy-itest claim repository myorg/deploy
+}
+route localhost:{upstream_port} {
+  intercept
+  allow deploy
+  auth none
+}
+""".replace("CADIR", str(ca)).replace("AUDIT", str(audit)).replace("ISSUER", rs.url)
+    px = proxy(conf)
+    token = good(rs)
+    r = curl("-x", f"http://deploy:{token}@127.0.0.1:{px.port}", "--cacert", str(ca / "ca.pem"),
+             f"https://localhost:{upstream.port}/echo/intercepted")
+    assert r.status == 200, r
+    records = [x for x in read_audit(audit, at_least=2) if x.get("via") == "intercept"]
+    assert records and records[-1]["client"] == "deploy"
+    assert records[-1]["client_claims"] == ["repository=myorg/deploy"]
+    assert token not in audit.read_text()
