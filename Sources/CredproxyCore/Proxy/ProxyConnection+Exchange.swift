@@ -80,6 +80,7 @@ extension ProxyConnection {
       headerLines: lines, bodyLength: bodyLength, connectTo: route.connectTo?.description,
       caFile: forward.runtime.caFile, caPath: forward.runtime.caPath,
       connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs,
+      httpVersion: route.upstreamHTTP,
       dialCheck: forward.dial, requestTarget: asksServer ? "*" : nil,
       credentialNeedsLoopback: token != nil && route.upstream == .http,
       verdicts: context.multi.verdicts)

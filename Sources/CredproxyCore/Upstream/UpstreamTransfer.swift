@@ -18,6 +18,8 @@ struct UpstreamRequest {
   var caFile: String?
   var caPath: String?
   var connectTimeoutMs: Int
+  /// The route's `upstream-http`; our own requests (token endpoints) leave curl's choice to ALPN.
+  var httpVersion: UpstreamHTTPVersion = .auto
   /// Whole-transfer limit; only for our own small requests (token endpoints), never for proxied
   /// ones, whose bodies may stream for hours.
   var totalTimeoutMs: Int? = nil
@@ -151,10 +153,19 @@ final class UpstreamTransfer {
     if let path = r.caPath {
       check("CURLOPT_CAPATH", cp_easy_setopt_ptr(easy, CURLOPT_CAPATH, path))
     }
-    cp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CP_HTTP_VERSION_2TLS)
-    // Waiting for a connection that might multiplex only pays where h2 is possible: on plain
-    // http every request would queue behind the first one's connection.
-    if r.url.hasPrefix("https:") { cp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
+    let tls = r.url.hasPrefix("https:")
+    let version: Int
+    switch r.httpVersion {
+    case .http11: version = CP_HTTP_VERSION_1_1
+    case .http2: version = CP_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+    case .auto: version = CP_HTTP_VERSION_2TLS
+    }
+    cp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, version)
+    // Waiting for a connection that might multiplex only pays where h2 is possible: otherwise
+    // every request would queue behind the first one's connection.
+    if r.httpVersion == .http2 || (r.httpVersion == .auto && tls) {
+      cp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1)
+    }
     cp_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
     cp_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, r.connectTimeoutMs)
     if let total = r.totalTimeoutMs { cp_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, total) }
