@@ -136,17 +136,34 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
   return 0;
 }
 
+// curl's timeouts, handled as credproxy's event loop does (a fair floor must not pay syscalls that
+// credproxy avoids): "now" runs at the end of the current batch, with no syscall; the timerfd is
+// re-armed only to fire earlier than it already will, and an early fire re-arms to the deadline.
+static int timeout_due;
+static double deadline = -1, armed = -1;
+
+static void arm(double at) {
+  double in = at - now();
+  if (in < 0.001) in = 0.001;
+  struct itimerspec its = {0};
+  its.it_value.tv_sec = (time_t)in;
+  its.it_value.tv_nsec = (long)((in - (double)its.it_value.tv_sec) * 1e9);
+  timerfd_settime(tfd, 0, &its, NULL);
+  armed = at;
+}
+
 static int on_timer(CURLM *m, long ms, void *userp) {
   (void)m;
   (void)userp;
-  struct itimerspec its = {0};
-  if (ms == 0) {
-    its.it_value.tv_nsec = 1;  // as soon as possible, from the loop
-  } else if (ms > 0) {
-    its.it_value.tv_sec = ms / 1000;
-    its.it_value.tv_nsec = (ms % 1000) * 1000000;
+  if (ms < 0) {
+    deadline = -1;
+  } else if (ms == 0) {
+    deadline = -1;
+    timeout_due = 1;
+  } else {
+    deadline = now() + ms / 1000.0;
+    if (armed < 0 || deadline < armed) arm(deadline);
   }
-  timerfd_settime(tfd, 0, &its, NULL);
   return 0;
 }
 
@@ -240,7 +257,13 @@ int main(int argc, char **argv) {
       if (fd == tfd) {
         uint64_t ticks;
         if (read(tfd, &ticks, sizeof ticks) < 0 && errno != EAGAIN) die("timerfd read", errno);
-        curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        armed = -1;
+        if (deadline >= 0 && deadline <= now()) {
+          deadline = -1;
+          curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        } else if (deadline >= 0) {
+          arm(deadline);
+        }
       } else {
         int flags = 0;
         if (events[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
@@ -250,6 +273,12 @@ int main(int argc, char **argv) {
       }
       reap();
     }
+    for (int rounds = 0; timeout_due && rounds < 16; rounds++) {
+      timeout_due = 0;
+      curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+      reap();
+    }
+    if (timeout_due) arm(now());
     double t = now();
     if (!counting && t >= warm_until) {
       counting = 1;
