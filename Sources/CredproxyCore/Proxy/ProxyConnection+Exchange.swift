@@ -57,15 +57,22 @@ extension ProxyConnection {
     if !closed { process() }
   }
 
+  /// `credential`: a minted token's header; nil for a static one, which the route prepared.
   func startTransfer(
     _ forward: Forward, credential: (name: String, value: String)?,
     token: (request: TokenRequest, value: MintedToken)? = nil
   ) {
     let head = forward.head
-    let route = forward.route
-    var lines = HeaderPolicy.upstreamLines(
-      head.headers, replacing: credential.map { $0.name.lowercased() })
-    if let credential { lines.append(HeaderPolicy.curlLine(credential.name, credential.value)) }
+    let prepared = forward.prepared
+    let route = prepared.route
+    var lines: [String]
+    if let credential {
+      lines = HeaderPolicy.upstreamLines(head.headers, replacing: credential.name.lowercased())
+      lines.append(HeaderPolicy.curlLine(credential.name, credential.value))
+    } else {
+      lines = HeaderPolicy.upstreamLines(head.headers, replacing: prepared.injectedName)
+      if let line = prepared.credentialLine { lines.append(line) }
+    }
     let bodyLength: Int64?
     switch head.framing {
     case .none: bodyLength = nil
@@ -77,9 +84,9 @@ extension ProxyConnection {
     let asksServer = forward.asksServerOptions
     let request = UpstreamRequest(
       url: forward.origin + (asksServer ? "/" : forward.pathAndQuery), method: head.method,
-      headerLines: lines, bodyLength: bodyLength, connectTo: route.connectTo?.description,
+      headerLines: lines, bodyLength: bodyLength, route: prepared.upstream,
       caFile: forward.runtime.caFile, caPath: forward.runtime.caPath,
-      connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs,
+      connectTimeoutMs: prepared.upstream.connectTimeoutMs,
       httpVersion: route.upstreamHTTP,
       dialCheck: forward.dial, requestTarget: asksServer ? "*" : nil,
       credentialNeedsLoopback: token != nil && route.upstream == .http,
@@ -109,7 +116,8 @@ extension ProxyConnection {
       output.append("HTTP/1.1 100 Continue\r\n\r\n")
       ex.sentContinue = true
     }
-    let transfer = UpstreamTransfer(handle: context.multi.makeEasyHandle(), request: request)
+    let (handle, configured) = context.multi.easyHandle(for: prepared.upstream)
+    let transfer = UpstreamTransfer(handle: handle, configured: configured, request: request)
     transfer.delegate = self
     transfer.isActive = true
     ex.transfer = transfer
