@@ -48,6 +48,10 @@ enum HeaderPolicy {
   static func connectionTokens(_ headers: [HeaderField]) -> [String] {
     var tokens: [String] = []
     for h in headers where nameIs(h.name, "connection") {
+      // The usual whole value: nothing to split.
+      if HeaderNames.equal(h.value, "keep-alive") || HeaderNames.equal(h.value, "close") {
+        continue
+      }
       for t in h.value.utf8.split(separator: UInt8(ascii: ",")) {
         var token = Substring(t)
         while let f = token.utf8.first, f == 0x20 || f == 0x09 { token = token.dropFirst() }
