@@ -221,10 +221,11 @@ public enum UpstreamHTTPVersion: String, Sendable, Equatable {
   /// HTTP/2 where TLS negotiates it, else HTTP/1.1 (plain http is always HTTP/1.1).
   case auto
 
-  /// Chosen from `scripts/bench` (README, Performance): on small keep-alive requests HTTP/1.1
-  /// costs fewer instructions per request in libcurl and in credproxy, and its tail latency is
-  /// no worse.
-  public static let `default`: UpstreamHTTPVersion = .http11
+  /// Chosen from `scripts/bench` (README, Performance): with 50 callers in flight, h2 (all
+  /// requests as streams of one connection) cost 43-45 µs of CPU per request against HTTP/1.1's
+  /// 48-53 µs (one connection per request in flight), req/s within noise; uploads, where h2
+  /// adds a copy, are better on `1.1`. Also what credproxy did before the directive existed.
+  public static let `default`: UpstreamHTTPVersion = .auto
 
   /// What the route speaks, for `check` and `explain`.
   public func summary(for scheme: UpstreamScheme) -> String {
