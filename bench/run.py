@@ -1088,11 +1088,12 @@ LOAD_LOOPS = (1, 2)
 def load_table(binary: str, procs: Procs, workdir: str, certs: Dict[str, str], tls_port: int, plain_port: int,
                floor: Optional[str], P: dict) -> str:
     """Requests/s against loop count and connections: credproxy `--threads N`, nginx
-    `worker_processes N`, the libcurl floor as N processes; W1's request, HTTP/1.1 upstream."""
+    `worker_processes N`, the libcurl floor as N processes; W1's request, credproxy with its
+    default `upstream-http auto` (h2 by ALPN with this upstream) and the floor on h2 too."""
     small_tls, host_tls = f"http://localhost:{tls_port}/small", f"localhost:{tls_port}"
     rows = [["loops", "conns", "credproxy", "nginx forward proxy", "libcurl floor", "credproxy ÷ nginx",
              "credproxy ÷ floor"]]
-    conf = credproxy_conf(certs["ca"], tls_port, plain_port, upstream_http="1.1")
+    conf = credproxy_conf(certs["ca"], tls_port, plain_port, upstream_http="auto")
     if check_config(binary, workdir, "credproxy-load", conf):
         conf = credproxy_conf(certs["ca"], tls_port, plain_port)
     for loops in LOAD_LOOPS:
@@ -1121,7 +1122,7 @@ def load_table(binary: str, procs: Procs, workdir: str, certs: Dict[str, str], t
                   Contender(f"nginx x{loops} c{conns}", f"http://127.0.0.1:{np_port}/", small_tls, host_tls, ngx.pid)]
             if floor:
                 cs.append(Contender(f"floor x{loops} c{conns}", "", "", "", procs=loops,
-                                    floor=[floor, f"https://localhost:{tls_port}/small", certs["ca"], "1.1",
+                                    floor=[floor, f"https://localhost:{tls_port}/small", certs["ca"], "2",
                                            "configured", f"localhost:{tls_port}:127.0.0.1"]))
             log(f"load: {loops} loop(s), {conns} connections")
             measure(cs, P["load_seconds"], 1, 1, conns)
@@ -1211,7 +1212,8 @@ def main() -> int:
             md = "\n".join([
                 f"## credproxy load table ({'quick' if quick else 'full'} mode)", "",
                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {versions(binary)}. W1's request (100 B "
-                f"GET, keep-alive, `auth bearer`, HTTPS upstream over HTTP/1.1), wrk -t1 -cN, {P['load_seconds']} s "
+                f"GET, keep-alive, `auth bearer`, HTTPS upstream with `upstream-http auto`: h2 by ALPN; the floor "
+                f"on h2 too), wrk -t1 -cN, {P['load_seconds']} s "
                 f"per run after a 1 s warm-up, one round; credproxy `--threads L`, nginx `worker_processes L`, the "
                 f"libcurl floor as L processes (N connections split between them). CPU/req = the process tree's "
                 f"CPU ÷ requests; the floor's is its own getrusage.", "",
@@ -1383,8 +1385,6 @@ def main() -> int:
         else:
             table.na("2", "as W1 with a minted OAuth2 token (cache hot)", oauth_na, w2_target)
         procs.stop(ngx)
-        if cp_h2:
-            procs.stop(cp_h2.proc)
 
         # --- W3 --------------------------------------------------------------------------------
         log("W3: plain-HTTP forwarding vs squid and tinyproxy")
@@ -1480,8 +1480,11 @@ def main() -> int:
         blob = os.path.join(shm, "dav", "upload", "blob")
         res5: Dict[str, tuple] = {}
         growth = 0
+        # Both upstream shapes: cp_a speaks HTTP/1.1 upstream, cp_h2 h2 (when the binary has
+        # upstream-http); the direct run is shared.
+        shapes5 = [("", cp_a)] + ([(" h2", cp_h2)] if cp_h2 else [])
         for r in range(P["rounds"]):
-            for direction in ("down", "up"):
+            for direction, (tag, proxy5) in [(d, s) for d in ("down", "up") for s in shapes5]:
                 url = large_url if direction == "down" else up_url
                 with Accounted(f"direct {direction}", [cp_a.pid]) as acc:
                     d = curl_transfer(direction, url.replace("http://", "https://"), src, None, certs["ca"],
@@ -1489,30 +1492,37 @@ def main() -> int:
                 d["foreign"] = acc.foreign_cores
                 if os.path.exists(blob):
                     os.unlink(blob)
-                before = rss_kib(cp_a.pid)
-                with RssSampler(cp_a.pid) as samp, Accounted(f"proxied {direction}", [cp_a.pid]) as acc:
-                    p = curl_transfer(direction, url, src, cp_a.port, certs["ca"], tls_port, stream_bytes)
+                before = rss_kib(proxy5.pid)
+                with RssSampler(proxy5.pid) as samp, Accounted(f"proxied {direction}", [proxy5.pid]) as acc:
+                    p = curl_transfer(direction, url, src, proxy5.port, certs["ca"], tls_port, stream_bytes)
                 p["foreign"] = acc.foreign_cores
                 if os.path.exists(blob):
                     os.unlink(blob)
                 growth = max(growth, samp.peak - before)
-                bp, bd = res5.get(direction, (p, d))
-                res5[direction] = (max(bp, p, key=lambda x: (x["ok"], x["mbps"])),
-                                   max(bd, d, key=lambda x: (x["ok"], x["mbps"])))
-                log(f"  {direction} round {r + 1}: proxied {p['mbps']:.0f} MiB/s (HTTP {p['code']}), direct "
+                bp, bd = res5.get(direction + tag, (p, d))
+                res5[direction + tag] = (max(bp, p, key=lambda x: (x["ok"], x["mbps"])),
+                                         max(bd, d, key=lambda x: (x["ok"], x["mbps"])))
+                log(f"  {direction}{tag} round {r + 1}: proxied {p['mbps']:.0f} MiB/s (HTTP {p['code']}), direct "
                     f"{d['mbps']:.0f} MiB/s (HTTP {d['code']}, HTTP/{d['http_version']}); "
                     f"RSS +{(samp.peak - before) / 1024:.1f} MiB")
-        for direction, label in (("down", "5a"), ("up", "5b")):
-            p, d = res5[direction]
+        for key, label in (("down", "5a"), ("up", "5b"), ("down h2", "5a′"), ("up h2", "5b′")):
+            if key not in res5:
+                continue
+            direction = key.split()[0]
+            shape = (" (h2 upstream)" if key.endswith("h2") else " (HTTP/1.1 upstream)") if cp_h2 else ""
+            p, d = res5[key]
             ok = p["ok"] and d["ok"] and p["mbps"] >= 0.8 * d["mbps"]
             bad = "" if (p["ok"] and d["ok"]) else f" (**HTTP {p['code']} / {d['code']}, bytes {p['bytes']} / {d['bytes']}**)"
-            table.add(label, f"stream {mib:,} MiB {'down' if direction == 'down' else 'up (PUT)'} through the proxy",
+            table.add(label, f"stream {mib:,} MiB {'down' if direction == 'down' else 'up (PUT)'} through the proxy{shape}",
                       f"{p['mbps']:,.0f} MiB/s ({p['seconds']:.2f} s){bad}",
                       f"direct curl over TLS (HTTP/{d['http_version']}): {d['mbps']:,.0f} MiB/s ({d['seconds']:.2f} s)",
                       f"{rx(p['mbps'] / d['mbps'])} direct", "≥ 0.8× direct",
                       verdict(ok, p["foreign"], d["foreign"]))
         table.add("5c", "proxy RSS growth while streaming (peak, VmRSS every 50 ms)",
                   f"+{growth / 1024:.1f} MiB", "RSS before each transfer", "—", "≤ 32 MiB", verdict(growth <= 32 * 1024))
+
+        if cp_h2:
+            procs.stop(cp_h2.proc)
 
         # --- W6 --------------------------------------------------------------------------------
         n_idle = P["idle"]
