@@ -6,7 +6,7 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// The running proxy: binds the listeners, starts its event loop threads, and stops them.
+/// The running proxy: binds the listeners, starts one event loop thread per core, and stops them.
 /// Driven from one thread (the CLI's main thread: start, reload on SIGHUP, drain on SIGTERM); it
 /// reaches each loop's state only through `EventLoop.execute`.
 public final class ProxyServer {
@@ -28,17 +28,9 @@ public final class ProxyServer {
   public private(set) var metadataAddress: String?
   private var metadata: LoopBound<MetadataListener>?
 
-  /// Event loops when `--threads` is not given: one per core but one, at least one. The core left
-  /// over is for what shares the machine with the proxy (its callers, local upstreams): on 2
-  /// cores shared with wrk and nginx, one loop served more requests/s than two at 50, 200 and
-  /// 1,000 connections (`scripts/bench --load`, README Performance).
-  public static var defaultLoopCount: Int {
-    max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
-  }
-
   public init(
     config: ProxyConfig, environment: [String: String] = ProcessInfo.processInfo.environment,
-    loopCount: Int = ProxyServer.defaultLoopCount
+    loopCount: Int = ProcessInfo.processInfo.activeProcessorCount
   ) throws {
     let first: ProxyRuntime
     do {

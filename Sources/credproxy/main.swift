@@ -29,7 +29,7 @@ let helpTexts: [String: String] = [
 
   Runs the proxy with the given config (default ./proxy.conf). Prints
   `credproxy: listening on ADDR:PORT` on stderr for each listener once it accepts connections.
-  --threads N   event loop threads (default: one per core but one, at least 1)
+  --threads N   event loop threads (default: one per core)
   SIGTERM or SIGINT stops it.
   """,
   "check": """
@@ -157,7 +157,7 @@ func serve(_ options: Options) -> Never {
   do {
     server = try ProxyServer(
       config: config,
-      loopCount: options.threads ?? ProxyServer.defaultLoopCount)
+      loopCount: options.threads ?? ProcessInfo.processInfo.activeProcessorCount)
     try server.start()
   } catch {
     fail("credproxy: \(error)", code: 1)
