@@ -8,9 +8,11 @@ not (a shared, noisy 2-core machine).
 
 Starts the same nginx upstream as bench/run.py (its own certificates, on 127.0.0.1), then one
 credproxy with `--threads 1` (under `valgrind --tool=callgrind`, or `strace -c -f`), warms it up
-with 200 requests, then sends N requests over 10 keep-alive connections. callgrind: counting is
-zeroed before those N and dumped after them (callgrind_control -z / -d), and the result is Ir per request and
-the top functions by inclusive cost (callgrind_annotate); strace: syscalls per request by name.
+with 200 requests, then sends N requests over 10 keep-alive connections. callgrind: instrumentation
+is switched on only for those N (`--instr-atstart=no`, then callgrind_control -i on, and -d), and
+the result is Ir per request and the top functions (callgrind_annotate, inclusive and self);
+strace: syscalls per request by name (start-up and warm-up included; STRACE_FULL=K prints the
+last K lines of a full trace instead).
 """
 
 from __future__ import annotations
