@@ -222,10 +222,9 @@ public enum UpstreamHTTPVersion: String, Sendable, Equatable {
   case auto
 
   /// Chosen from `scripts/bench` (README, Performance): with 50 callers in flight h2 (all
-  /// requests as streams of one connection) was level or ahead on CPU per request and ahead on
-  /// requests/s and p99 in two of three runs, and 10,000 idle clients cost 10.7 KiB each against
-  /// 13.4 with HTTP/1.1 (one pooled upstream connection per request in flight). Also what
-  /// credproxy did before the directive existed.
+  /// requests as streams of one connection) was level or ahead on CPU per request, ahead on
+  /// requests/s in three of four runs, and 10,000 idle clients cost 10.7 KiB each against 13.4
+  /// with HTTP/1.1. Also what credproxy did before the directive existed.
   public static let `default`: UpstreamHTTPVersion = .auto
 
   /// What the route speaks, for `check` and `explain`.
