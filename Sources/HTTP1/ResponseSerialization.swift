@@ -6,33 +6,52 @@
 public func serializeResponseHead(
   status: Int, reason: String? = nil, headers: [HeaderField]
 ) -> [UInt8] {
-  var out: [UInt8] = []
-  var size = 32
+  let reason = reason ?? reasonPhrase(status)
+  let statusText = String(status)
+  var size = 9 + statusText.utf8.count + 1 + reason.utf8.count + 4
   for field in headers { size &+= field.name.utf8.count &+ field.value.utf8.count &+ 4 }
-  out.reserveCapacity(size)
-  out.append(contentsOf: "HTTP/1.1 ".utf8)
-  out.append(contentsOf: String(status).utf8)
-  out.append(ASCII.space)
-  appendSanitised(reason ?? reasonPhrase(status), to: &out)
-  out.append(ASCII.cr)
-  out.append(ASCII.lf)
-  for field in headers {
-    appendSanitised(field.name, to: &out)
-    out.append(ASCII.colon)
-    out.append(ASCII.space)
-    appendSanitised(field.value, to: &out)
-    out.append(ASCII.cr)
-    out.append(ASCII.lf)
+  // One allocation of the exact size, filled through a pointer: appending byte by byte to an
+  // array (a capacity check each) showed in profiles, this runs for every response.
+  return [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+    var w = HeadWriter(base: buffer.baseAddress!)
+    w.put("HTTP/1.1 ")
+    w.put(statusText)
+    w.put(ASCII.space)
+    w.put(reason)
+    w.put(ASCII.cr)
+    w.put(ASCII.lf)
+    for field in headers {
+      w.put(field.name)
+      w.put(ASCII.colon)
+      w.put(ASCII.space)
+      w.put(field.value)
+      w.put(ASCII.cr)
+      w.put(ASCII.lf)
+    }
+    w.put(ASCII.cr)
+    w.put(ASCII.lf)
+    precondition(w.written == size, "response head size miscounted")
+    count = w.written
   }
-  out.append(ASCII.cr)
-  out.append(ASCII.lf)
-  return out
 }
 
-@inline(__always)
-private func appendSanitised(_ text: String, to out: inout [UInt8]) {
-  for b in text.utf8 {
-    out.append(b == ASCII.cr || b == ASCII.lf || b == 0 ? ASCII.space : b)
+/// Writes a head into memory sized for it beforehand; CR, LF and NUL are written as SP.
+private struct HeadWriter {
+  let base: UnsafeMutablePointer<UInt8>
+  var written = 0
+
+  @inline(__always)
+  mutating func put(_ b: UInt8) {
+    base[written] = b
+    written &+= 1
+  }
+
+  @inline(__always)
+  mutating func put(_ text: String) {
+    var text = text
+    text.withUTF8 { bytes in
+      for b in bytes { put(b == ASCII.cr || b == ASCII.lf || b == 0 ? ASCII.space : b) }
+    }
   }
 }
 

@@ -50,3 +50,31 @@ public enum HeaderNames {
     return true
   }
 }
+
+/// A fixed set of lowercase field names, matched ASCII-case-insensitively on bytes. Bucketed by
+/// length: a lookup compares against the one or two names of the same length, not every name
+/// (a list scan per field of every request and response showed in profiles).
+public struct HeaderNameSet: Sendable {
+  private let byLength: [[[UInt8]]]
+
+  public init(_ lowercaseNames: [String]) {
+    var buckets: [[[UInt8]]] = Array(
+      repeating: [], count: (lowercaseNames.map(\.utf8.count).max() ?? 0) + 1)
+    for name in lowercaseNames { buckets[name.utf8.count].append(Array(name.utf8)) }
+    byLength = buckets
+  }
+
+  public func contains(_ name: String) -> Bool {
+    let n = name.utf8.count
+    guard n < byLength.count, !byLength[n].isEmpty else { return false }
+    let bucket = byLength[n]
+    if let found = name.utf8.withContiguousStorageIfAvailable({ a in
+      bucket.contains { b in b.withUnsafeBufferPointer { HeaderNames.foldedEqual(a, $0) } }
+    }) {
+      return found
+    }
+    return bucket.contains { b in
+      zip(name.utf8, b).allSatisfy { c, l in (c >= 0x41 && c <= 0x5A ? c | 0x20 : c) == l }
+    }
+  }
+}

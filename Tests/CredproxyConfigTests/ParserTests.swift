@@ -222,7 +222,7 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(
       diagnostics("route a.example.com {\n  upstrem https\n}\n"),
       [
-        "proxy.conf:2:3: unknown directive \"upstrem\"; expected one of upstream, connect-to, methods, auth, deny, connect-timeout, request-timeout, max-body, credentials, auth-header, allow, rate, max-concurrent, tunnel, intercept, allow-private, mode in a route block"
+        "proxy.conf:2:3: unknown directive \"upstrem\"; expected one of upstream, upstream-http, connect-to, methods, auth, deny, connect-timeout, request-timeout, max-body, credentials, auth-header, allow, rate, max-concurrent, tunnel, intercept, allow-private, mode in a route block"
       ])
     XCTAssertEqual(
       diagnostics("upstream http\n"),

@@ -277,8 +277,8 @@ final class PolicyConfigTests: XCTestCase {
       [
         "proxy.conf:1:1: max-concurrent is only valid inside a route block or a client block; expected one of listen, ca-file, ca-cert, ca-key, connect-timeout, request-timeout, idle-timeout, header-timeout, body-timeout, body-min-rate, max-body, access-log, log-format, route, credentials, client, audit-log, log-queries, mode, admin, shutdown-timeout, metadata-server at top level",
         "proxy.conf:2:1: allow is only valid inside a route block; expected one of listen, ca-file, ca-cert, ca-key, connect-timeout, request-timeout, idle-timeout, header-timeout, body-timeout, body-min-rate, max-body, access-log, log-format, route, credentials, client, audit-log, log-queries, mode, admin, shutdown-timeout, metadata-server at top level",
-        "proxy.conf:4:3: password is only valid inside a client block; expected one of upstream, connect-to, methods, auth, deny, connect-timeout, request-timeout, max-body, credentials, auth-header, allow, rate, max-concurrent, tunnel, intercept, allow-private, mode in a route block",
-        "proxy.conf:5:3: admin is only valid at top level; expected one of upstream, connect-to, methods, auth, deny, connect-timeout, request-timeout, max-body, credentials, auth-header, allow, rate, max-concurrent, tunnel, intercept, allow-private, mode in a route block",
+        "proxy.conf:4:3: password is only valid inside a client block; expected one of upstream, upstream-http, connect-to, methods, auth, deny, connect-timeout, request-timeout, max-body, credentials, auth-header, allow, rate, max-concurrent, tunnel, intercept, allow-private, mode in a route block",
+        "proxy.conf:5:3: admin is only valid at top level; expected one of upstream, upstream-http, connect-to, methods, auth, deny, connect-timeout, request-timeout, max-body, credentials, auth-header, allow, rate, max-concurrent, tunnel, intercept, allow-private, mode in a route block",
       ])
     XCTAssertEqual(
       diagnostics("client a {\n  mode report\n  token env:T\n}\n"),

@@ -108,6 +108,9 @@ struct Directive: Sendable {
       p, s, _ in p.readLocalCAPath(s, key: true)
     },
     Directive("upstream", in: [.route], "upstream https|http") { $0.readUpstream($1, &$2) },
+    Directive("upstream-http", in: [.route], "upstream-http 1.1|2|auto") {
+      $0.readUpstreamHTTP($1, &$2)
+    },
     Directive("connect-to", in: [.route], "connect-to HOST:PORT") { $0.readConnectTo($1, &$2) },
     Directive(
       "methods", in: [.route], "methods METHOD… (e.g. GET POST)",

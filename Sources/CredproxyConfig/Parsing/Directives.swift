@@ -251,6 +251,14 @@ extension ParseSession {
     }
   }
 
+  mutating func readUpstreamHTTP(_ s: Statement, _ b: inout Block) {
+    let t = s.tokens[1]
+    guard let version = UpstreamHTTPVersion(rawValue: t.text.lowercased()) else {
+      return error(t, "invalid upstream-http \"\(t.text)\"; expected 1.1, 2 or auto")
+    }
+    b.route?.route.upstreamHTTP = version
+  }
+
   mutating func readConnectTo(_ s: Statement, _ b: inout Block) {
     let t = s.tokens[1]
     do {

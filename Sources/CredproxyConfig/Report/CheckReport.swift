@@ -184,7 +184,7 @@ public enum CheckReport {
         rows.append([
           "\(i + 1)",
           r.patterns.map(\.description).joined(separator: " "),
-          r.upstream.rawValue,
+          "\(r.upstream.rawValue) \(r.upstreamHTTP == .http11 ? "h1.1" : r.upstreamHTTP == .http2 ? "h2" : "auto")",
           r.connectTo?.description ?? "-",
           r.methods.map { $0.sorted().joined(separator: ",") } ?? "any",
           Format.auth(r),

@@ -134,6 +134,9 @@ public enum Explain {
         ? " (port \(port): the upstream \(route.upstream.rawValue) default; the caller's \(parts.scheme):// does not change it)"
         : ""
       lines.append("  upstream: \(upstreamURL)\(portNote)")
+      lines.append(
+        "  upstream-http \(route.upstreamHTTP.rawValue): \(route.upstreamHTTP.summary(for: route.upstream))"
+      )
       if let c = route.connectTo {
         lines.append("  connect-to: \(c) (TLS name and Host stay \(shownHost))")
       }

@@ -112,8 +112,19 @@ final class EventLoop: @unchecked Sendable {
 
   /// Registers or updates a descriptor that curl owns; the handler receives its events.
   func watch(_ fd: Int32, events: UInt32, handler: EventHandler) {
-    setHandler(fd, handler)
-    modify(fd, events: events)
+    let i = Int(fd)
+    let known = i >= 0 && i < handlers.count && handlers[i]?.handler === handler
+    let generation = setHandler(fd, handler)
+    if known {
+      modify(fd, events: events)
+      return
+    }
+    // Not in the epoll set since curl's last CURL_POLL_REMOVE (a pooled connection taken up
+    // again, or a new socket): ADD at once, not a MOD that fails first (one syscall, not two).
+    var ev = epoll_event(events: events, data: epoll_data_t(u64: Self.tag(fd, generation)))
+    if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST {
+      epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev)
+    }
   }
 
   func unregister(_ fd: Int32) {

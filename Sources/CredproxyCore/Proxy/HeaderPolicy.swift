@@ -18,6 +18,8 @@ enum HeaderPolicy {
   /// replaces by the framing credproxy computes; a `Connection`-named field cannot remove those.
   static let responseDrop: [String] =
     HeaderNames.hopByHop + ["proxy-authenticate"] + HeaderNames.framing
+  private static let requestDropSet = HeaderNameSet(requestDrop)
+  private static let responseDropSet = HeaderNameSet(responseDrop)
 
   /// `name` equals `lowercase` ignoring ASCII case (`lowercase` must be lowercase ASCII).
   @inline(__always)
@@ -41,13 +43,25 @@ enum HeaderPolicy {
     list.contains { nameIs(name, $0) }
   }
 
-  /// Names listed in `Connection` (lowercased): hop-by-hop by declaration. Usually empty.
+  /// Names listed in `Connection` (lowercased): hop-by-hop by declaration. Usually empty:
+  /// `close` and `keep-alive`, the usual values, are recognised on the bytes without a copy.
   static func connectionTokens(_ headers: [HeaderField]) -> [String] {
     var tokens: [String] = []
     for h in headers where nameIs(h.name, "connection") {
-      for t in h.value.split(separator: ",") {
-        let token = t.trimmingCharacters(in: " \t").lowercased()
-        if !token.isEmpty && token != "close" && token != "keep-alive" { tokens.append(token) }
+      // The usual whole value: nothing to split.
+      if HeaderNames.equal(h.value, "keep-alive") || HeaderNames.equal(h.value, "close") {
+        continue
+      }
+      for t in h.value.utf8.split(separator: UInt8(ascii: ",")) {
+        var token = Substring(t)
+        while let f = token.utf8.first, f == 0x20 || f == 0x09 { token = token.dropFirst() }
+        while let l = token.utf8.last, l == 0x20 || l == 0x09 { token = token.dropLast() }
+        if token.isEmpty || HeaderNames.equal(String(token), "close")
+          || HeaderNames.equal(String(token), "keep-alive")
+        {
+          continue
+        }
+        tokens.append(token.lowercased())
       }
     }
     return tokens
@@ -61,7 +75,7 @@ enum HeaderPolicy {
     lines.reserveCapacity(headers.count + 2)
     var sawAccept = false
     for h in headers {
-      if isListed(h.name, in: requestDrop) { continue }
+      if requestDropSet.contains(h.name) { continue }
       if let injected, spellsSameField(h.name, injected) { continue }
       if !named.isEmpty && isListed(h.name, in: named) { continue }
       if !sawAccept && nameIs(h.name, "accept") { sawAccept = true }
@@ -80,7 +94,7 @@ enum HeaderPolicy {
   static func clientHeaders(_ headers: [HeaderField]) -> [HeaderField] {
     let named = connectionTokens(headers)
     return headers.filter {
-      !isListed($0.name, in: responseDrop) && (named.isEmpty || !isListed($0.name, in: named))
+      !responseDropSet.contains($0.name) && (named.isEmpty || !isListed($0.name, in: named))
     }
   }
 }

@@ -211,16 +211,16 @@ extension ProxyConnection {
       routeKey: .init(generation: runtime.generation, index: routeIndex ?? -1),
       host: authority.host, report: !enforcing)
     var forward = Forward(
-      head: head, route: route, log: record,
+      head: head, prepared: prepared, log: record,
       origin: "\(route.upstream.rawValue)://\(hostForURL):\(port)",
       pathAndQuery: path.isEmpty ? "/" : path, maxBody: maxBody, runtime: runtime, dial: dial,
       slot: slot)
     switch prepared.auth {
     case .none:
       startTransfer(forward, credential: nil)
-    case .header(let name, let value):
+    case .header:
       forward.log.credential = route.auth.secret?.description
-      startTransfer(forward, credential: (name, value))
+      startTransfer(forward, credential: nil)
     case .unavailable(let why):
       record.deny(.credentialUnavailable)
       respond(

@@ -59,15 +59,22 @@ extension ProxyConnection {
     if !closed { process() }
   }
 
+  /// `credential`: a minted token's header; nil for a static one, which the route prepared.
   func startTransfer(
     _ forward: Forward, credential: (name: String, value: String)?,
     token: (request: TokenRequest, value: MintedToken)? = nil
   ) {
     let head = forward.head
-    let route = forward.route
-    var lines = HeaderPolicy.upstreamLines(
-      head.headers, replacing: credential.map { $0.name.lowercased() })
-    if let credential { lines.append(HeaderPolicy.curlLine(credential.name, credential.value)) }
+    let prepared = forward.prepared
+    let route = prepared.route
+    var lines: [String]
+    if let credential {
+      lines = HeaderPolicy.upstreamLines(head.headers, replacing: credential.name.lowercased())
+      lines.append(HeaderPolicy.curlLine(credential.name, credential.value))
+    } else {
+      lines = HeaderPolicy.upstreamLines(head.headers, replacing: prepared.injectedName)
+      if let line = prepared.credentialLine { lines.append(line) }
+    }
     let bodyLength: Int64?
     switch head.framing {
     case .none: bodyLength = nil
@@ -79,9 +86,10 @@ extension ProxyConnection {
     let asksServer = forward.asksServerOptions
     let request = UpstreamRequest(
       url: forward.origin + (asksServer ? "/" : forward.pathAndQuery), method: head.method,
-      headerLines: lines, bodyLength: bodyLength, connectTo: route.connectTo?.description,
+      headerLines: lines, bodyLength: bodyLength, route: prepared.upstream,
       caFile: forward.runtime.caFile, caPath: forward.runtime.caPath,
-      connectTimeoutMs: route.connectTimeoutMs ?? forward.runtime.config.connectTimeoutMs,
+      connectTimeoutMs: prepared.upstream.connectTimeoutMs,
+      httpVersion: route.upstreamHTTP,
       dialCheck: forward.dial, requestTarget: asksServer ? "*" : nil,
       credentialNeedsLoopback: token != nil && route.upstream == .http,
       verdicts: context.multi.verdicts)
@@ -114,13 +122,36 @@ extension ProxyConnection {
       output.append("HTTP/1.1 100 Continue\r\n\r\n")
       ex.sentContinue = true
     }
-    let transfer = UpstreamTransfer(handle: context.multi.makeEasyHandle(), request: request)
+    let (handle, configured) = context.multi.easyHandle(for: prepared.upstream)
+    let transfer = UpstreamTransfer(handle: handle, configured: configured, request: request)
     transfer.delegate = self
     transfer.isActive = true
     ex.transfer = transfer
     enter(.exchanging(ex))
     context.multi.start(transfer)
     flush()
+  }
+
+  /// How many body bytes curl may read straight from the client socket: a Content-Length body
+  /// on a plain connection (TLS decrypts into its own buffer; chunked framing must be decoded),
+  /// never past the body's end (what follows is the next request). nil: not possible.
+  func directUploadRoom(_ ex: Exchange, limit: Int) -> Int? {
+    guard !transport.isTLS, case .contentLength(let total) = ex.body.framing else { return nil }
+    let remaining = total &- ex.body.bodyBytesSoFar
+    guard remaining > 0, remaining <= total else { return nil }
+    return Int(min(remaining, UInt64(limit)))
+  }
+
+  /// The transfer of an upload whose body curl reads from the client socket itself (see
+  /// `upstreamWantsBody`): the connection must not read ahead into `input` (a copy more per
+  /// byte). When the client is readable, a paused upload is resumed instead; while curl is not
+  /// paused, it reads when it has room, so the socket is not watched for input (see
+  /// `updateInterest`) until curl pauses for lack of bytes or the body is complete.
+  var directUpload: UpstreamTransfer? {
+    guard let ex = exchange, let transfer = ex.transfer, ex.replayOffset == nil,
+      directUploadRoom(ex, limit: 1) != nil
+    else { return nil }
+    return transfer
   }
 
   func resumeUploadIfWaiting() {
@@ -166,15 +197,29 @@ extension ProxyConnection {
         return .failure
       }
     }
+    if written == 0 && input.isEmpty, let room = directUploadRoom(ex, limit: buffer.count) {
+      // Nothing buffered: read the client's bytes straight into curl's buffer (one copy fewer
+      // per byte). EOF or an error is left to the event loop's read, which sees and handles it.
+      let n = Glibc.read(fd, buffer.baseAddress!, room)
+      if n > 0 {
+        lastActivityMs = EventLoop.nowMs()
+        // The bytes are already where curl wants them: the decoder only counts them.
+        _ = ex.body.decode(UnsafeRawBufferPointer(start: buffer.baseAddress!, count: n)) { _ in }
+        written = n
+      }
+    }
     ex.bytesIn += UInt64(written)
     if written > 0 { ex.creditBody(UInt64(written), config: ex.forward.runtime.config) }
     if written > 0 && ex.keptBody != nil {
       ex.keptBody!.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<written]))
     }
     if ex.body.isComplete && ex.bodyDoneMs == 0 { ex.bodyDoneMs = EventLoop.nowMs() }
+    let chunk: BodyChunk = written > 0 ? .bytes(written) : ex.body.isComplete ? .end : .wait
+    // Pausing: marked before the interest is worked out, so the client socket is watched again
+    // (a direct upload is not watched while curl reads by itself).
+    if case .wait = chunk { ex.transfer?.sendPaused = true }
     if !closed { updateInterest() }
-    if written > 0 { return .bytes(written) }
-    return ex.body.isComplete ? .end : .wait
+    return chunk
   }
 
   func upstreamDidReceiveHead(

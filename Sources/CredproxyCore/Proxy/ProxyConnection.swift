@@ -111,9 +111,17 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
         abort(reason: .clientClosed)
         return
       }
-      readInput()
-      if closed { return }
-      process()
+      if events & EPOLLRDHUP.rawValue == 0, let transfer = directUpload {
+        if transfer.sendPaused {
+          transfer.sendPaused = false
+          context.multi.whileDispatching { transfer.applyPauseState() }
+          if closed { return }
+        }
+      } else {
+        readInput()
+        if closed { return }
+        process()
+      }
       // TLS may need to read before a stalled write can go on.
       if transport.isTLS && !output.isEmpty && !closed { flush() }
     }
@@ -264,7 +272,9 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
 
   func updateInterest() {
     var want = EPOLLRDHUP.rawValue
-    if !closeWhenFlushed && pendingTLS == nil && input.count < Self.inputHighWater {
+    if !closeWhenFlushed && pendingTLS == nil && input.count < Self.inputHighWater
+      && !(directUpload.map { !$0.sendPaused } ?? false)
+    {
       want |= EPOLLIN.rawValue
     }
     if !output.isEmpty || readWantsWrite { want |= EPOLLOUT.rawValue }

@@ -23,9 +23,29 @@ enum MintedKind: Sendable {
   case oidc(audience: OIDCAudience)
 }
 
-struct PreparedRoute: Sendable {
-  var route: Route
-  var auth: AuthInjection
+/// A route as requests use it: decided once per load, shared (a class: a request holds a
+/// reference, not a copy of the route's many fields).
+final class PreparedRoute: Sendable {
+  let route: Route
+  let auth: AuthInjection
+  let upstream: RouteUpstream
+  /// A static credential as curl's header line, and its name lowercased (the caller's own
+  /// header of that name is dropped): built once, not per request.
+  let credentialLine: String?
+  let injectedName: String?
+
+  init(route: Route, auth: AuthInjection, upstream: RouteUpstream) {
+    self.route = route
+    self.auth = auth
+    self.upstream = upstream
+    if case .header(let name, let value) = auth {
+      credentialLine = HeaderPolicy.curlLine(name, value)
+      injectedName = name.lowercased()
+    } else {
+      credentialLine = nil
+      injectedName = nil
+    }
+  }
 }
 
 /// The immutable, shared state every loop reads: the config, the routing table with secrets
@@ -80,8 +100,13 @@ final class ProxyRuntime: Sendable {
       rateLimiter = RateLimiter(routeKeys: Metrics.routeLabels(names))
     }
     audit = try AuditLog(target: config.auditLog, logQueries: config.logQueries)
+    let generation = self.generation
+    let passthrough = Route(name: "(no route: report mode)", patterns: [], line: 0)
     reportPassthrough = PreparedRoute(
-      route: Route(name: "(no route: report mode)", patterns: [], line: 0), auth: .none)
+      route: passthrough, auth: .none,
+      upstream: RouteUpstream(
+        route: passthrough, key: .init(generation: generation, index: -1),
+        defaultConnectTimeoutMs: config.connectTimeoutMs))
     router = Router(routes: config.routes)
     let credentials = MintingCredential.loadAll(config: config, environment: environment)
     let fileProblems = CredentialFileCheck.problems(config: config, credentials)
@@ -89,8 +114,12 @@ final class ProxyRuntime: Sendable {
       throw SocketError(message: fileProblems.joined(separator: "\n"))
     }
     self.credentials = credentials
-    routes = config.routes.map {
-      PreparedRoute(route: $0, auth: Self.prepare($0, environment, credentials))
+    routes = config.routes.enumerated().map { i, route in
+      PreparedRoute(
+        route: route, auth: Self.prepare(route, environment, credentials),
+        upstream: RouteUpstream(
+          route: route, key: .init(generation: generation, index: i),
+          defaultConnectTimeoutMs: config.connectTimeoutMs))
     }
     accessLog = try AccessLog(target: config.accessLog, format: config.logFormat)
     // `ca-file` adds trust: curl reads it as CAINFO while the system store stays as CAPATH.

@@ -100,7 +100,8 @@ final class ConcurrencySlot: Sendable {
 /// A routed request, decided and ready to send (kept for a retry with a fresh token).
 struct Forward {
   let head: RequestHead
-  let route: Route
+  let prepared: PreparedRoute
+  var route: Route { prepared.route }
   var log: LogContext
   /// `https://host:port`
   let origin: String

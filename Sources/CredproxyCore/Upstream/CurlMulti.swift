@@ -11,6 +11,12 @@ final class CurlMulti: EventHandler {
   /// Finished handles, kept for reuse: curl_easy_reset is cheaper than a new handle, and the
   /// connections themselves are pooled by the multi handle either way.
   private var spareHandles: [UnsafeMutableRawPointer] = []
+  /// Handles still configured for one route (RouteUpstream.key) after a transfer that ended
+  /// cleanly: the next request on that route sets only its own options. Only the newest config
+  /// load's routes are kept; a handle of an older one is reset before any reuse.
+  private var routeHandles: [DialCheck.RouteKey: [UnsafeMutableRawPointer]] = [:]
+  private var routeHandlesGeneration = 0
+  private static let maxPooledPerRoute = 64
   /// True while curl is running our callbacks; removing a handle then would pull the rug.
   private var dispatching = false
   private var deferredCancels: [UpstreamTransfer] = []
@@ -40,14 +46,19 @@ final class CurlMulti: EventHandler {
   deinit {
     curl_multi_cleanup(multi)
     for h in spareHandles { curl_easy_cleanup(h) }
+    for h in routeHandles.values.joined() { curl_easy_cleanup(h) }
   }
 
-  func makeEasyHandle() -> UnsafeMutableRawPointer {
+  /// A handle for a transfer on `route` (nil: our own requests): `configured` when it comes from
+  /// the route's pool with the route's options already set, else fresh or reset.
+  func easyHandle(for route: RouteUpstream?) -> (handle: UnsafeMutableRawPointer, configured: Bool)
+  {
+    if let key = route?.key, let h = routeHandles[key]?.popLast() { return (h, true) }
     if let h = spareHandles.popLast() {
       curl_easy_reset(h)
-      return h
+      return (h, false)
     }
-    return curl_easy_init()
+    return (curl_easy_init(), false)
   }
 
   func start(_ transfer: UpstreamTransfer) {
@@ -58,7 +69,7 @@ final class CurlMulti: EventHandler {
       let failed = LoopBound((multi: self, transfer: transfer), loop: loop)
       loop.execute {
         failed.value.transfer.finish(CURLE_FAILED_INIT)
-        failed.value.multi.recycle(failed.value.transfer)
+        failed.value.multi.recycle(failed.value.transfer, cleanly: false)
       }
       return
     }
@@ -89,12 +100,33 @@ final class CurlMulti: EventHandler {
     guard transfer.isActive else { return }
     curl_multi_remove_handle(multi, transfer.easy)
     transfer.isActive = false
-    recycle(transfer)
+    recycle(transfer, cleanly: false)
   }
 
-  private func recycle(_ transfer: UpstreamTransfer) {
+  /// `cleanly`: the transfer completed (CURLE_OK); only then may its handle keep its route's
+  /// configuration for the next request on that route.
+  private func recycle(_ transfer: UpstreamTransfer, cleanly: Bool) {
     active.removeValue(forKey: ObjectIdentifier(transfer))
+    let key = transfer.poolKey
     let handle = transfer.releaseHandle()
+    if cleanly, let key {
+      if key.generation > routeHandlesGeneration {
+        // A newer config load: the older one's handles are reset and become plain spares.
+        for h in routeHandles.values.joined() { spare(h) }
+        routeHandles.removeAll()
+        routeHandlesGeneration = key.generation
+      }
+      if key.generation == routeHandlesGeneration,
+        routeHandles[key, default: []].count < Self.maxPooledPerRoute
+      {
+        routeHandles[key, default: []].append(handle)
+        return
+      }
+    }
+    spare(handle)
+  }
+
+  private func spare(_ handle: UnsafeMutableRawPointer) {
     if spareHandles.count < 64 {
       spareHandles.append(handle)
     } else {
@@ -131,14 +163,14 @@ final class CurlMulti: EventHandler {
       let transfer = Unmanaged<UpstreamTransfer>.fromOpaque(priv).takeUnretainedValue()
       transfer.isActive = false
       transfer.finish(result)
-      recycle(transfer)
+      recycle(transfer, cleanly: result == CURLE_OK)
     }
     let cancels = deferredCancels
     deferredCancels.removeAll()
     for t in cancels where t.isActive {
       curl_multi_remove_handle(multi, t.easy)
       t.isActive = false
-      recycle(t)
+      recycle(t, cleanly: false)
     }
     dispatching = false
   }

@@ -10,7 +10,7 @@ import Glibc
 /// vetted when opened), so the host is normalised there, not on every request.
 struct DialCheck: Sendable {
   /// A route of one loaded config: equal keys mean the same rules.
-  struct RouteKey: Equatable, Sendable {
+  struct RouteKey: Hashable, Sendable {
     var generation: Int
     var index: Int
   }

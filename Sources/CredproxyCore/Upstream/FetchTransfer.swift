@@ -38,10 +38,11 @@ final class FetchTransfer: UpstreamTransferDelegate {
     let request = UpstreamRequest(
       url: url, method: method,
       headerLines: headers.map { HeaderPolicy.curlLine($0.0, $0.1) } + ["Accept:"],
-      bodyLength: method == "GET" ? nil : Int64(body.count), connectTo: nil,
+      bodyLength: method == "GET" ? nil : Int64(body.count), route: nil,
       caFile: runtime.caFile, caPath: runtime.caPath, connectTimeoutMs: min(timeoutMs, 10_000),
       totalTimeoutMs: timeoutMs)
-    let transfer = UpstreamTransfer(handle: context.multi.makeEasyHandle(), request: request)
+    let transfer = UpstreamTransfer(
+      handle: context.multi.easyHandle(for: nil).handle, configured: false, request: request)
     transfer.delegate = fetch
     transfer.isActive = true
     // The transfer holds the delegate weakly; keep the fetch alive until curl is done with it.

@@ -13,11 +13,14 @@ struct UpstreamRequest {
   var headerLines: [String]
   /// nil: no body. -1: unknown length (sent chunked on HTTP/1.1, as DATA frames on HTTP/2).
   var bodyLength: Int64?
-  /// `connect-to`: dial this host:port, keep the URL's name for TLS and Host.
-  var connectTo: String?
+  /// The route's prepared upstream side (`connect-to`, handle pool key); nil for our own
+  /// requests (token endpoints), whose handles are reset and configured in full every time.
+  var route: RouteUpstream?
   var caFile: String?
   var caPath: String?
   var connectTimeoutMs: Int
+  /// The route's `upstream-http`; our own requests (token endpoints) leave curl's choice to ALPN.
+  var httpVersion: UpstreamHTTPVersion = .auto
   /// Whole-transfer limit; only for our own small requests (token endpoints), never for proxied
   /// ones, whose bodies may stream for hours.
   var totalTimeoutMs: Int? = nil
@@ -88,7 +91,10 @@ final class UpstreamTransfer {
   var receivePaused = false
   private(set) var headReceived = false
   private var headerList: UnsafeMutablePointer<curl_slist>?
-  private var connectToList: UnsafeMutablePointer<curl_slist>?
+  /// Keeps the route's `connect-to` list alive while curl may read it.
+  private var route: RouteUpstream?
+  /// The route pool this handle may go back to once the transfer ended cleanly (CurlMulti).
+  var poolKey: DialCheck.RouteKey? { route?.key }
   private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
   private var head: UpstreamHeadReader
   private var dialCheck: DialCheck?
@@ -126,24 +132,32 @@ final class UpstreamTransfer {
     return check.refused
   }
 
-  init(handle: UnsafeMutableRawPointer, request: UpstreamRequest) {
+  /// `configured`: the handle comes from the route's pool, already configured for this route by
+  /// an earlier transfer (same route key): only this request's own options are set.
+  init(handle: UnsafeMutableRawPointer, configured: Bool, request: UpstreamRequest) {
     easy = handle
     head = UpstreamHeadReader(requestMethod: request.method)
     errorBuffer[0] = 0
-    configure(request)
+    route = request.route
+    var check = SetoptCheck()
+    if !configured { configureRoute(request, &check) }
+    configureRequest(request, &check)
+    if let refused = check.refused {
+      // Never sent: the transfer fails before curl touches the network (see CurlMulti.start).
+      refusal = UpstreamError(.upstreamProtocol, message: "libcurl refused \(refused)")
+      setupFailed = true
+    }
   }
 
   deinit {
     if let headerList { curl_slist_free_all(headerList) }
-    if let connectToList { curl_slist_free_all(connectToList) }
     errorBuffer.deallocate()
   }
 
-  private func configure(_ r: UpstreamRequest) {
-    let me = Unmanaged.passUnretained(self).toOpaque()
-    cp_easy_setopt_ptr(easy, CURLOPT_PRIVATE, me)
-    var check = SetoptCheck()
-    check("CURLOPT_URL", cp_easy_setopt_ptr(easy, CURLOPT_URL, r.url))
+  /// What is the same for every request on a route: security options, trust, protocol,
+  /// timeouts, buffers, the callbacks. Set on a fresh (or reset) handle; a handle in a route's
+  /// pool keeps them, and nothing per request changes them.
+  private func configureRoute(_ r: UpstreamRequest, _ check: inout SetoptCheck) {
     Self.applySecurityOptions(easy, &check)
     cp_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
     cp_easy_setopt_long(easy, CURLOPT_HTTP_CONTENT_DECODING, 0)
@@ -151,62 +165,82 @@ final class UpstreamTransfer {
     if let path = r.caPath {
       check("CURLOPT_CAPATH", cp_easy_setopt_ptr(easy, CURLOPT_CAPATH, path))
     }
-    cp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CP_HTTP_VERSION_2TLS)
-    // Waiting for a connection that might multiplex only pays where h2 is possible: on plain
-    // http every request would queue behind the first one's connection.
-    if r.url.hasPrefix("https:") { cp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
+    let tls = r.url.hasPrefix("https:")
+    let version: Int
+    switch r.httpVersion {
+    case .http11: version = CP_HTTP_VERSION_1_1
+    case .http2: version = CP_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+    case .auto: version = CP_HTTP_VERSION_2TLS
+    }
+    cp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, version)
+    // Waiting for a connection that might multiplex only pays where h2 is possible: otherwise
+    // every request would queue behind the first one's connection.
+    if r.httpVersion == .http2 || (r.httpVersion == .auto && tls) {
+      cp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1)
+    }
     cp_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
     cp_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, r.connectTimeoutMs)
     if let total = r.totalTimeoutMs { cp_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, total) }
     cp_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024)
     cp_easy_setopt_long(easy, CURLOPT_UPLOAD_BUFFERSIZE, 64 * 1024)
-    cp_easy_setopt_ptr(easy, CURLOPT_ERRORBUFFER, errorBuffer)
-    if let dial = r.dialCheck {
-      dialCheck = dial
+    if r.dialCheck != nil {
       check("CURLOPT_OPENSOCKETFUNCTION", cp_easy_setopt_opensocket_cb(easy, openSocketCallback))
-      check("CURLOPT_OPENSOCKETDATA", cp_easy_setopt_ptr(easy, CURLOPT_OPENSOCKETDATA, me))
     }
-    credentialNeedsLoopback = r.credentialNeedsLoopback
-    verdicts = r.verdicts
     if r.dialCheck != nil || r.credentialNeedsLoopback {
       // Opening a socket is not enough: curl reuses pooled connections without asking, so the
       // address is vetted again for every request, on the connection it will go out on.
       check("CURLOPT_PREREQFUNCTION", cp_easy_setopt_prereq_cb(easy, prereqCallback))
+    }
+    if let list = r.route?.connectTo {
+      check("CURLOPT_CONNECT_TO", cp_easy_setopt_ptr(easy, CURLOPT_CONNECT_TO, list))
+    }
+    cp_easy_setopt_data_cb(easy, CURLOPT_READFUNCTION, readCallback)
+    cp_easy_setopt_data_cb(easy, CURLOPT_HEADERFUNCTION, headerCallback)
+    cp_easy_setopt_data_cb(easy, CURLOPT_WRITEFUNCTION, writeCallback)
+  }
+
+  /// What is this request's own: where the callbacks find this object, the URL, the headers,
+  /// the method and body, the request-target. Every one is set on every request, so nothing
+  /// of the handle's previous request carries over.
+  private func configureRequest(_ r: UpstreamRequest, _ check: inout SetoptCheck) {
+    let me = Unmanaged.passUnretained(self).toOpaque()
+    cp_easy_setopt_ptr(easy, CURLOPT_PRIVATE, me)
+    cp_easy_setopt_ptr(easy, CURLOPT_ERRORBUFFER, errorBuffer)
+    cp_easy_setopt_ptr(easy, CURLOPT_HEADERDATA, me)
+    cp_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, me)
+    cp_easy_setopt_ptr(easy, CURLOPT_READDATA, me)
+    check("CURLOPT_URL", cp_easy_setopt_ptr(easy, CURLOPT_URL, r.url))
+    dialCheck = r.dialCheck
+    credentialNeedsLoopback = r.credentialNeedsLoopback
+    verdicts = r.verdicts
+    if r.dialCheck != nil {
+      check("CURLOPT_OPENSOCKETDATA", cp_easy_setopt_ptr(easy, CURLOPT_OPENSOCKETDATA, me))
+    }
+    if r.dialCheck != nil || r.credentialNeedsLoopback {
       check("CURLOPT_PREREQDATA", cp_easy_setopt_ptr(easy, CURLOPT_PREREQDATA, me))
     }
-    if let refused = check.refused {
-      // Never sent: the transfer fails before curl touches the network (see CurlMulti.start).
-      refusal = UpstreamError(.upstreamProtocol, message: "libcurl refused \(refused)")
-      setupFailed = true
-    }
-    if let target = r.requestTarget { cp_easy_setopt_ptr(easy, CURLOPT_REQUEST_TARGET, target) }
-    if let target = r.connectTo {
-      connectToList = curl_slist_append(nil, "::\(target)")
-      cp_easy_setopt_ptr(easy, CURLOPT_CONNECT_TO, connectToList)
-    }
+    check(
+      "CURLOPT_REQUEST_TARGET",
+      cp_easy_setopt_ptr(easy, CURLOPT_REQUEST_TARGET, r.requestTarget))
 
     var list: UnsafeMutablePointer<curl_slist>? = nil
     for line in r.headerLines { list = curl_slist_append(list, line) }
     // curl adds these by default; the caller did not send them, so they must not appear.
     list = curl_slist_append(list, "Expect:")
     headerList = list
-    cp_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, headerList)
+    check("CURLOPT_HTTPHEADER", cp_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, headerList))
 
-    if r.method == "HEAD" {
-      cp_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
-    } else if r.method != "GET" || r.bodyLength != nil {
-      cp_easy_setopt_ptr(easy, CURLOPT_CUSTOMREQUEST, r.method)
-    }
-    if let length = r.bodyLength {
-      cp_easy_setopt_long(easy, CURLOPT_UPLOAD, 1)
-      cp_easy_setopt_off(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(length))
-      cp_easy_setopt_data_cb(easy, CURLOPT_READFUNCTION, readCallback)
-      cp_easy_setopt_ptr(easy, CURLOPT_READDATA, me)
-    }
-    cp_easy_setopt_data_cb(easy, CURLOPT_HEADERFUNCTION, headerCallback)
-    cp_easy_setopt_ptr(easy, CURLOPT_HEADERDATA, me)
-    cp_easy_setopt_data_cb(easy, CURLOPT_WRITEFUNCTION, writeCallback)
-    cp_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, me)
+    // The method, in the order curl's options override each other: UPLOAD sets PUT (or GET
+    // when off), NOBODY then HEAD, CUSTOMREQUEST the word on the request line.
+    check("CURLOPT_UPLOAD", cp_easy_setopt_long(easy, CURLOPT_UPLOAD, r.bodyLength != nil ? 1 : 0))
+    check(
+      "CURLOPT_INFILESIZE_LARGE",
+      cp_easy_setopt_off(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(r.bodyLength ?? -1)))
+    check("CURLOPT_NOBODY", cp_easy_setopt_long(easy, CURLOPT_NOBODY, r.method == "HEAD" ? 1 : 0))
+    let custom = r.method != "HEAD" && (r.method != "GET" || r.bodyLength != nil)
+    check(
+      "CURLOPT_CUSTOMREQUEST",
+      cp_easy_setopt_ptr(easy, CURLOPT_CUSTOMREQUEST, custom ? r.method : nil))
   }
 
   /// Stops all further delegate calls (the client went away or the transfer was cancelled).
@@ -216,6 +250,8 @@ final class UpstreamTransfer {
   func releaseHandle() -> UnsafeMutableRawPointer {
     let h = easy!
     cp_easy_setopt_ptr(h, CURLOPT_PRIVATE, nil)
+    // The buffer goes with this object; the next transfer on the handle sets its own.
+    cp_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, nil)
     easy = nil
     return h
   }
