@@ -126,12 +126,19 @@ enum AdminPages {
         credential: e.key.credential,
         kind: e.key.kind == .idToken ? "ID token (OIDC)" : "access token (OAuth2)",
         scopesOrAudience: e.key.scopesOrAudience, fingerprint: e.fingerprint,
-        expiresInSeconds: e.expiresAt.map { Int($0 - now) }, lastError: e.lastError)
+        expiresInSeconds: e.expiresAt.map { Int($0 - now) }, lastError: e.lastError,
+        lastMint: e.mintInFlight
+          ? "minting"
+          : e.consecutiveFailures > 0
+            ? "failed (\(e.consecutiveFailures) in a row)" : e.fingerprint != nil ? "ok" : "-")
     }
+    let live = StatusPage.Live(
+      traffic: runtime.live.snapshot(), upstreamErrors: runtime.metrics.upstreamErrorCounts(),
+      openConnections: runtime.metrics.openConnections, openTunnels: runtime.metrics.openTunnels)
     return StatusPage.render(
       version: credproxyVersion, uptimeSeconds: Int(now - state.startedAt), now: now,
       routes: StatusPage.rows(for: runtime.config), tokens: tokens,
-      denials: state.denials.recent())
+      denials: state.denials.recent(), live: live)
   }
 }
 
