@@ -26,6 +26,7 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
   case proxyAuthRequired = "proxy_auth_required"
   case rateLimited = "rate_limited"
   case tooManyConcurrent = "too_many_concurrent"
+  case limitsUnavailable = "limits_unavailable"
   // Credentials
   case credentialUnavailable = "credential_unavailable"
   case tokenUnavailable = "token_unavailable"
@@ -59,7 +60,8 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
     case .misdirected: return 421
     case .proxyAuthRequired: return 407
     case .rateLimited: return 429
-    case .tooManyConcurrent, .credentialUnavailable, .tokenUnavailable: return 503
+    case .tooManyConcurrent, .limitsUnavailable, .credentialUnavailable, .tokenUnavailable:
+      return 503
     case .upstreamConnect, .upstreamDNS, .upstreamTLS, .upstreamProtocol, .aborted: return 502
     case .upstreamTimeout: return 504
     case .clientClosed, .clientError: return 499
@@ -95,6 +97,8 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
     case .proxyAuthRequired: return "clients are defined and the caller identified as none"
     case .rateLimited: return "over the route's rate (with Retry-After)"
     case .tooManyConcurrent: return "over a max-concurrent limit"
+    case .limitsUnavailable:
+      return "the shared limits store did not answer in time and limits-store says on-outage closed"
     case .credentialUnavailable:
       return "the route's secret or credential cannot be used (unset variable, unreadable key file)"
     case .tokenUnavailable:

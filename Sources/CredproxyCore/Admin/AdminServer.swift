@@ -16,6 +16,8 @@ final class ProxyState: Sendable {
   let startedAt = Date().timeIntervalSince1970
   let draining = Atomic<Bool>(false)
   let listeners: Mutex<[String]> = Mutex([])
+  /// Set at start when the config has `limits-store`.
+  let limitsHealth = Mutex<LimitsStoreHealth?>(nil)
 
   init(runtime: ProxyRuntime, broker: TokenBroker, denials: DenialLog) {
     self.runtime = Mutex(runtime)
@@ -74,7 +76,8 @@ final class AdminListener {
       return Self.response(
         status: 200, type: Metrics.contentType,
         body: state.current.metrics.render()
-          + ((state.current.interceptCertificates as? LocalCAInterception)?.prometheusText ?? ""),
+          + ((state.current.interceptCertificates as? LocalCAInterception)?.prometheusText ?? "")
+          + (state.limitsHealth.withLock { $0 }?.prometheusText ?? ""),
         head: head)
     case "/status", "/":
       return Self.response(
@@ -134,7 +137,8 @@ enum AdminPages {
     }
     let live = StatusPage.Live(
       traffic: runtime.live.snapshot(), upstreamErrors: runtime.metrics.upstreamErrorCounts(),
-      openConnections: runtime.metrics.openConnections, openTunnels: runtime.metrics.openTunnels)
+      openConnections: runtime.metrics.openConnections, openTunnels: runtime.metrics.openTunnels,
+      limitsStore: state.limitsHealth.withLock { $0 }?.statusText)
     return StatusPage.render(
       version: credproxyVersion, uptimeSeconds: Int(now - state.startedAt), now: now,
       routes: StatusPage.rows(for: runtime.config), tokens: tokens,

@@ -20,6 +20,9 @@ enum ConnectionState {
   /// (`indirect`: a `Forward` is large, and every other state would pay for its size on every
   /// copy of the state.)
   indirect case awaitingToken(Forward, retrying: Exchange?)
+  /// Routed; the shared limits store (`limits-store`) is deciding `rate` and `max-concurrent`.
+  /// Its answer (or its timeout) comes within the store's timeout and routes the request again.
+  case awaitingLimits
   /// One request/response with the upstream.
   case exchanging(Exchange)
   /// CONNECT allowed; resolving and dialling the target.
@@ -35,6 +38,7 @@ enum ConnectionState {
     case .idle: return "idle"
     case .readingHead: return "readingHead"
     case .awaitingToken: return "awaitingToken"
+    case .awaitingLimits: return "awaitingLimits"
     case .exchanging: return "exchanging"
     case .dialing: return "dialing"
     case .tunneling: return "tunneling"
@@ -62,7 +66,7 @@ enum ConnectionState {
   /// Whether a request is under way (a client that leaves now aborts it).
   var isBusy: Bool {
     switch self {
-    case .readingHead, .awaitingToken, .exchanging, .dialing: return true
+    case .readingHead, .awaitingLimits, .awaitingToken, .exchanging, .dialing: return true
     case .idle, .tunneling, .closing, .closed: return false
     }
   }

@@ -181,7 +181,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       case .tunneling:
         pumpTunnelUp()
         return
-      case .awaitingToken, .closing, .closed, .dialing:
+      case .awaitingLimits, .awaitingToken, .closing, .closed, .dialing:
         return
       }
     }
@@ -279,7 +279,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     switch state {
     case .idle:
       close()
-    case .readingHead, .awaitingToken, .exchanging, .dialing, .tunneling:
+    case .readingHead, .awaitingLimits, .awaitingToken, .exchanging, .dialing, .tunneling:
       exchange?.keepAlive = false
       drainRequested = true
     case .closing, .closed:
@@ -336,6 +336,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       }
     case .awaitingToken:
       break  // the mint has its own timeouts and retries, and always answers
+    case .awaitingLimits:
+      break  // the limits store's commands have their own deadline
     case .dialing(let tunnel):
       if nowMs - tunnel.dialStartedMs > Int64(tunnel.connectTimeoutMs) {
         respond(

@@ -115,6 +115,9 @@ final class ProxyRuntime: Sendable {
     if let value = try? config.admin?.token?.resolve(environment: environment) {
       secrets.append(value)
     }
+    if let value = try? config.limitsStore?.password?.resolve(environment: environment) {
+      secrets.append(value)
+    }
     for credential in credentials.values { secrets += Self.secrets(of: credential.source) }
     secretValues = secrets
     // The local CA for intercept routes: kept across a reload that names the same files (its

@@ -188,8 +188,7 @@ final class TunnelUpstream: EventHandler {
     onConnected = nil
   }
 
-  private static func resolve(host: String, port: Int) -> Result<[sockaddr_storage], TunnelFailure>
-  {
+  static func resolve(host: String, port: Int) -> Result<[sockaddr_storage], TunnelFailure> {
     var hints = addrinfo()
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
     hints.ai_family = AF_UNSPEC
