@@ -269,3 +269,30 @@ def test_password_and_config_errors(tmp_path, proxy_factory, upstream, cli):
         assert "wrong" not in wrong.stderr_text().replace("WRONGPASS", "")
     finally:
         r.kill()
+
+
+def test_bodies_and_keep_alive_wait_for_the_store(redis, proxy_factory, upstream):
+    """While the store decides, the request's body keeps arriving and is forwarded whole; the next
+    request on the same keep-alive connection (sent right behind, pipelined) is answered too."""
+    import hashlib
+    import json
+
+    px = proxy_factory(conf(redis, route_extra="  rate 100/s burst 50\n  max-concurrent 4"))
+    assert wait_until(lambda: metric(px, "credproxy_limits_store_up") == 1, 5)
+    body = bytes(range(256)) * 4096  # 1 MiB
+    host = [("Host", f"localhost:{upstream.port}")]
+    with RawConnection(px.port, timeout=20) as c:
+        # Head and body in one write, then a second request behind it before any answer.
+        c.send_request("POST", upstream.url("/limited/upload"),
+                       host + [("Content-Length", str(len(body)))], body)
+        c.send_request("GET", upstream.url("/limited/echo/second"), host)
+        first = c.read_response("POST")
+        second = c.read_response("GET")
+    assert first.status == 200, first
+    got = json.loads(first.body)
+    assert got == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}, got
+    assert second.status == 200 and b"/limited/echo/second" in second.body, second
+    # Both requests' leases were released when they ended.
+    assert wait_until(lambda: b"itest:conc" not in redis.command("KEYS", "itest:conc*")
+                      or redis.command("ZCARD", "itest:conc:route:localhost:%d/limited:" % upstream.port)
+                      .startswith(b":0"), 3)

@@ -176,28 +176,16 @@ final class RedisConnection: EventHandler {
 
   private func dial(_ result: Result<[sockaddr_storage], TunnelFailure>) {
     guard state == .resolving else { return }
-    guard case .success(let addresses) = result, var address = addresses.first else {
+    guard case .success(let addresses) = result, let address = addresses.first else {
       if case .failure(let f) = result { fail(f.message) } else { fail("no address") }
       return
     }
-    let family = Int32(address.ss_family)
-    fd = socket(
-      family,
-      Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else {
-      fail("socket: \(String(cString: strerror(errno)))")
+    switch Socket.connectNonBlocking(to: address) {
+    case .failure(let error):
+      fail(error.description)
       return
-    }
-    var one: Int32 = 1
-    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    let length = socklen_t(
-      family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
-    let rc = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
-    }
-    if rc != 0 && errno != EINPROGRESS {
-      fail("connect: \(String(cString: strerror(errno)))")
-      return
+    case .success(let socket):
+      fd = socket
     }
     state = .connecting
     loop.register(fd, events: EPOLLIN.rawValue | EPOLLOUT.rawValue, handler: self)
