@@ -98,9 +98,9 @@ public final class LiveStats: Sendable {
     let slot = period % Self.slotCount
     let b = Self.bucket(ms: durationMs.isFinite ? durationMs : 0)
     store.shards[shard % store.shards.count].series.withLock { all in
-      let key = Key(route: route, client: client)
-      if all[key] == nil { all[key] = Series() }
-      all[key]!.add(slot: slot, period: period, bucket: b, failed: failed)
+      // One lookup, in place; a series is allocated only the first time a key is seen.
+      all[Key(route: route, client: client), default: Series()].add(
+        slot: slot, period: period, bucket: b, failed: failed)
     }
   }
 

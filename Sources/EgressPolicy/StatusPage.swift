@@ -97,14 +97,15 @@ public enum StatusPage {
     public var upstreamErrors: [String: UInt64]
     public var openConnections: Int
     public var openTunnels: Int
-    /// e.g. `redis 10.0.0.5:6379: up`; nil without `limits-store`.
-    public var limitsStore: String?
+    /// The shared limits store: reachable, and e.g. `redis 10.0.0.5:6379 (2/2 connections)`;
+    /// nil without `limits-store`.
+    public var limitsStore: (up: Bool, detail: String)?
     /// The page reloads itself this often.
     public var refreshSeconds: Int
 
     public init(
       traffic: LiveStats.Snapshot, upstreamErrors: [String: UInt64], openConnections: Int,
-      openTunnels: Int, limitsStore: String? = nil, refreshSeconds: Int = 10
+      openTunnels: Int, limitsStore: (up: Bool, detail: String)? = nil, refreshSeconds: Int = 10
     ) {
       self.traffic = traffic
       self.upstreamErrors = upstreamErrors
@@ -218,7 +219,11 @@ public enum StatusPage {
     card("open-tunnels", "\(live.openTunnels)", "open tunnels")
     card("rate", fixed(perSecond, 2), "requests/s (1 min)")
     card("upstream-error-total", "\(errors)", "upstream errors")
-    if let store = live.limitsStore { card("limits-store", esc(store), "limits store") }
+    if let store = live.limitsStore {
+      card(
+        "limits-store", store.up ? "up" : "<span class=\"err\">DOWN</span>",
+        "limits store: \(store.detail)")
+    }
     h += "</div>\n"
 
     h += "<h2 id=\"traffic-routes\">Traffic by route</h2>\n"

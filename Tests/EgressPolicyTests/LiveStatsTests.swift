@@ -89,7 +89,7 @@ final class LiveStatsTests: XCTestCase {
     }
     let live = StatusPage.Live(
       traffic: stats.snapshot(), upstreamErrors: ["upstream_connect": 4, "<u>": 1],
-      openConnections: 3, openTunnels: 2, limitsStore: "redis <h>:6379: up", refreshSeconds: 7)
+      openConnections: 3, openTunnels: 2, limitsStore: (false, "redis <h>:6379"), refreshSeconds: 7)
     let html = StatusPage.render(
       version: "v", uptimeSeconds: 5, now: 0, routes: [], tokens: [], denials: [], live: live)
     for id in [
@@ -107,6 +107,7 @@ final class LiveStatsTests: XCTestCase {
     XCTAssertTrue(html.contains("<td class=\"n\">7</td>"), html)
     XCTAssertTrue(html.contains("<td class=\"n\">14.3 %</td>"), html)
     XCTAssertTrue(html.contains("<svg class=\"spark\""))
+    XCTAssertTrue(html.contains("<span class=\"err\">DOWN</span>"))
     XCTAssertTrue(html.contains("location.reload();},7*1000)"))
     XCTAssertTrue(html.contains("<meta http-equiv=\"refresh\" content=\"7\">"))
     // One inline script, nothing loaded from anywhere.

@@ -218,6 +218,7 @@ def test_store_outage_policy_and_recovery(redis, proxy_factory, upstream, policy
     redis.start()
     assert wait_until(lambda: metric(px, "credproxy_limits_store_up") == 1, 10)
     assert fetch(px, upstream.url("/limited/echo/after")).status == 200
+    assert 'id="limits-store"><b>up</b>' in admin_get(aport, "/status").text
     assert b"itest:rate:" in redis.command("KEYS", "itest:*"), "the restarted store is not used"
     timeouts = metric(px, "credproxy_limits_store_timeouts_total")
     redis.command("CLIENT", "PAUSE", "1500", "ALL")

@@ -138,7 +138,7 @@ enum AdminPages {
     let live = StatusPage.Live(
       traffic: runtime.live.snapshot(), upstreamErrors: runtime.metrics.upstreamErrorCounts(),
       openConnections: runtime.metrics.openConnections, openTunnels: runtime.metrics.openTunnels,
-      limitsStore: state.limitsHealth.withLock { $0 }?.statusText)
+      limitsStore: state.limitsHealth.withLock { $0 }.map { ($0.up, $0.statusDetail) })
     return StatusPage.render(
       version: credproxyVersion, uptimeSeconds: Int(now - state.startedAt), now: now,
       routes: StatusPage.rows(for: runtime.config), tokens: tokens,

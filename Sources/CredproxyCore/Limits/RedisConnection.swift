@@ -34,11 +34,11 @@ final class LimitsStoreHealth: Sendable {
 
   var up: Bool { connectedLoops.load(ordering: .relaxed) > 0 }
 
-  /// `redis 127.0.0.1:6379: up (2/2 connections)`.
-  var statusText: String {
+  /// `redis 127.0.0.1:6379, 2/2 connections, on outage: limit locally`.
+  var statusDetail: String {
     let n = connectedLoops.load(ordering: .relaxed)
-    let policy = failOpen ? "on outage: limit locally" : "on outage: refuse"
-    return "\(description): \(n > 0 ? "up" : "DOWN") (\(n)/\(loops) connections; \(policy))"
+    return
+      "\(description), \(n)/\(loops) connections, on outage: \(failOpen ? "limit locally" : "refuse")"
   }
 
   var prometheusText: String {
