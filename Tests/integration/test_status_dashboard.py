@@ -176,6 +176,9 @@ def test_dashboard_counts_escaping_and_chromium(emu, gup, proxy_factory, genv, u
             info = check_png(shot.read_bytes())
             assert (info.width, info.height) == (width, height), info
             assert info.distinct_colors >= 3 and info.non_background_fraction > 0.01, info
+            # Readable at this width: nothing runs off the right edge (wide tables scroll inside
+            # their own box, which ends at the body's margin).
+            assert 0 < info.content_right < width - 4, info
             # The README's screenshot (docs/dashboard.png) is made this way.
             if os.environ.get("CREDPROXY_DASHBOARD_SHOT") and width == 1280:
                 shutil.copy(shot, os.environ["CREDPROXY_DASHBOARD_SHOT"])
@@ -183,12 +186,15 @@ def test_dashboard_counts_escaping_and_chromium(emu, gup, proxy_factory, genv, u
         tunnel.close()
 
 
-def test_console_error_detection_works(tmp_path):
-    """The console check above would see a script error: the same flags on a page that throws."""
+def test_console_and_overflow_detection_work(tmp_path):
+    """The checks above would see a script error and a page wider than the window: the same flags
+    on a page that has both."""
     if chromium_binary() is None:
         pytest.fail("chromium is not installed (scripts/test installs it)")
     page = tmp_path / "broken.html"
-    page.write_text("<!DOCTYPE html><p>x</p><script>undefinedFunction();</script>")
+    page.write_text("<!DOCTYPE html><meta name=viewport content='width=device-width'>"
+                    "<div style='width:900px;height:40px;background:#36c'></div>"
+                    "<p>x</p><script>undefinedFunction();</script>")
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
     dom = chromium(["--virtual-time-budget=1000", "--enable-logging=stderr", "--v=0",
@@ -196,3 +202,8 @@ def test_console_error_detection_works(tmp_path):
     console = [line for line in dom.stderr.decode(errors="replace").splitlines()
                if CONSOLE_RE.search(line)]
     assert console, dom.stderr.decode(errors="replace")[-2000:]
+    shot = tmp_path / "wide.png"
+    res = chromium([f"--screenshot={shot}", "--window-size=390,300", "--hide-scrollbars",
+                    page.as_uri()], profile)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+    assert check_png(shot.read_bytes()).content_right == 389
