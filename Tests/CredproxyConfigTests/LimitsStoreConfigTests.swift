@@ -55,3 +55,31 @@ final class LimitsStoreConfigTests: XCTestCase {
       ])
   }
 }
+
+final class LimitsStoreReportTests: XCTestCase {
+  func testCheckAndExplainSayTheLimitsAreFleetWide() throws {
+    let c = try parse(
+      "limits-store redis 10.0.0.5:6379 password env:RP on-outage closed\nroute a.b {\n  rate 10/s burst 20\n  max-concurrent 2\n}\n"
+    )
+    let check = CheckReport.render(c, environment: [:])
+    XCTAssertTrue(
+      check.contains(
+        "limits-store: redis 10.0.0.5:6379, keys credproxy:…, on outage closed (refuse limited requests), wait at most 100ms, leases 30s, password env:RP\n"
+      ), check)
+    XCTAssertTrue(
+      check.contains(
+        "limits-store password env:RP is not set; serve refuses to start until it is available"),
+      check)
+    let (text, allowed) = Explain.render(
+      config: c, url: "http://a.b/x", method: "GET", environment: [:])
+    XCTAssertTrue(allowed)
+    XCTAssertTrue(
+      text.contains("  rate: 10/s burst 20 per client across all replicas (redis 10.0.0.5:6379)\n"),
+      text)
+    XCTAssertTrue(
+      text.contains("  max-concurrent: 2 per client across all replicas (redis 10.0.0.5:6379)\n"),
+      text)
+    let local = CheckReport.render(try parse("route a.b {\n}\n"), environment: [:])
+    XCTAssertTrue(local.contains("limits-store: none (rate and max-concurrent are per process)"))
+  }
+}
