@@ -161,30 +161,36 @@ def test_crashed_replica_slots_come_back(redis, proxy_factory, upstream):
     b = proxy_factory(cfg)
     assert wait_until(lambda: metric(a, "credproxy_limits_store_up") == 1
                       and metric(b, "credproxy_limits_store_up") == 1, 5)
+    key = f"itest:conc:route:localhost:{upstream.port}/limited:"  # anonymous caller
     hung = []
-    for i in range(2):
-        c = RawConnection(a.port, timeout=30)
-        c.send_request("GET", upstream.url(f"/limited/hang?id=crash{i}"),
-                       [("Host", f"localhost:{upstream.port}")])
-        hung.append(c)
-    # A's two requests hold both fleet-wide slots: B is refused.
-    assert wait_until(lambda: fetch(b, upstream.url("/limited/echo/1")).error_code
-                      == "too_many_concurrent", 5)
-    # Held longer than the lease: A renews its leases, B is still refused.
-    time.sleep(2.5)
-    r = fetch(b, upstream.url("/limited/echo/2"))
-    assert r.status == 503 and r.error_code == "too_many_concurrent", r
-    # A dies without releasing anything; its leases expire and B gets the slots.
-    a.proc.kill()
-    a.proc.wait(5)
-    proxy_factory.started.remove(a)
-    t0 = time.monotonic()
-    assert wait_until(lambda: fetch(b, upstream.url("/limited/echo/3")).status == 200, 6)
-    assert time.monotonic() - t0 <= 4, "the dead replica's slots took longer than the lease"
-    for c in hung:
-        c.close()
-    # B's own finished requests released their leases: two at once still fit.
+    try:
+        for i in range(2):
+            c = RawConnection(a.port, timeout=30)
+            c.send_request("GET", upstream.url(f"/limited/hang?id=crash{i}"),
+                           [("Host", f"localhost:{upstream.port}")])
+            hung.append(c)
+            # One at a time: both must hold their lease before anyone else asks.
+            assert wait_until(lambda: redis.command("ZCARD", key).startswith(b":%d" % (i + 1)), 5)
+        # A's two requests hold both fleet-wide slots: B is refused.
+        r = fetch(b, upstream.url("/limited/echo/1"))
+        assert r.status == 503 and r.error_code == "too_many_concurrent", r
+        # Held longer than the lease: A renews its leases, B is still refused.
+        time.sleep(2.5)
+        r = fetch(b, upstream.url("/limited/echo/2"))
+        assert r.status == 503 and r.error_code == "too_many_concurrent", r
+        # A dies without releasing anything; its leases expire and B gets the slots.
+        a.proc.kill()
+        a.proc.wait(5)
+        proxy_factory.started.remove(a)
+        t0 = time.monotonic()
+        assert wait_until(lambda: fetch(b, upstream.url("/limited/echo/3")).status == 200, 6)
+        assert time.monotonic() - t0 <= 4, "the dead replica's slots took longer than the lease"
+    finally:
+        for c in hung:
+            c.close()
+    # B's own finished requests released their leases; A's are gone.
     assert fetch(b, upstream.url("/limited/echo/4")).status == 200
+    assert wait_until(lambda: redis.command("ZCARD", key).startswith(b":0"), 3)
 
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
@@ -268,6 +274,25 @@ def test_password_and_config_errors(tmp_path, proxy_factory, upstream, cli):
         assert bad.status == 503 and bad.error_code == "limits_unavailable", bad
         assert "AUTH refused" in wrong.stderr_text()
         assert "wrong" not in wrong.stderr_text().replace("WRONGPASS", "")
+        # A store that does not answer AUTH: requests behind it still wait only `timeout`.
+        r.command("CLIENT", "PAUSE", "3000", "ALL")
+        slow = proxy_factory(conf(r, extra="password env:ITEST_REDIS_PW timeout 150ms"),
+                             env={"ITEST_REDIS_PW": "itest-redis-pw-1"})
+        took: list[tuple[int, float]] = []
+
+        def one(i: int) -> None:
+            t0 = time.monotonic()
+            r = fetch(slow, upstream.url(f"/limited/echo/paused-auth-{i}"))
+            took.append((r.status, time.monotonic() - t0))
+
+        # Staggered, so each waits behind the unanswered AUTH with its own deadline.
+        waiters = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in waiters:
+            t.start()
+            time.sleep(0.06)
+        for t in waiters:
+            t.join()
+        assert len(took) == 4 and all(s == 200 and d < 1.0 for s, d in took), took
     finally:
         r.kill()
 

@@ -155,7 +155,7 @@ final class RedisConnection: EventHandler {
     let deadline = EventLoop.nowMs() + Int64(timeoutMs)
     out += RESP.command(args)
     pending.append(Pending(deadlineMs: deadline, callback: callback, late: late))
-    if callback != nil && timerArmedMs == nil { arm(deadline) }
+    if callback != nil { arm(deadline) }
     if state == .ready { flush() }
   }
 
@@ -298,8 +298,8 @@ final class RedisConnection: EventHandler {
           health.timeouts.add(1, ordering: .relaxed)
           callback(.failure(.timeout))
           if case .disconnected = state { return }
-        } else if next == nil {
-          next = pending[i].deadlineMs
+        } else {
+          next = min(next ?? .max, pending[i].deadlineMs)
         }
       }
     }
@@ -355,6 +355,7 @@ final class RedisConnection: EventHandler {
     state = .disconnected(retryAtMs: EventLoop.nowMs() + backoffMs)
     backoffMs = min(backoffMs * 2, 2_000)
     let waiting = pending[pendingStart...].compactMap(\.callback)
+    // (A timer still armed fires once more and finds nothing to expire.)
     pending.removeAll()
     pendingStart = 0
     out.removeAll()
