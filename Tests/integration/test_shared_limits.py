@@ -216,6 +216,8 @@ def test_store_outage_policy_and_recovery(redis, proxy_factory, upstream, policy
         assert any(s == 429 and c == "rate_limited" for s, c, _ in results), results
     else:
         assert all(s == 503 and c == "limits_unavailable" for s, c, _ in results), results
+        refused = fetch(px, upstream.url("/limited/echo/why"))
+        assert b"limits store cannot answer: not connected (" in refused.body, refused.body
     # A route without limits does not depend on the store at all.
     assert fetch(px, upstream.url("/echo/free")).status == 200
     assert metric(px, "credproxy_limits_store_unavailable_total") >= 8

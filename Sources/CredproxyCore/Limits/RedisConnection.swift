@@ -5,11 +5,18 @@ import Glibc
 import Synchronization
 
 /// Why Redis did not answer a command.
-enum RedisFailure: Error, Equatable {
+enum RedisFailure: Error, Equatable, CustomStringConvertible {
   /// No connection (and none is being made: waiting to retry).
   case down(String)
   /// No answer within the command's timeout.
   case timeout
+
+  var description: String {
+    switch self {
+    case .down(let why): return "not connected (\(why))"
+    case .timeout: return "no answer in time"
+    }
+  }
 }
 
 /// How the shared limits store is doing, process-wide: for `/metrics`, `/status` and the log.

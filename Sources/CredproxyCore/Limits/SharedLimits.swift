@@ -112,7 +112,7 @@ final class SharedLimits {
         health.unavailable.add(1, ordering: .relaxed)
         completion(
           .unavailable(
-            failure == .timeout ? "no answer within \(store.timeoutMs) ms" : "\(failure)"))
+            failure == .timeout ? "no answer within \(store.timeoutMs) ms" : failure.description))
       case .success(.array(let items?)) where items.count == 2:
         let code = items[0].integer ?? -1
         let n = Int(items[1].integer ?? 0)
