@@ -39,8 +39,16 @@ public final class LiveStats: Sendable {
     var latency = [UInt32](repeating: 0, count: LiveStats.slotCount * LiveStats.bucketCount)
   }
 
+  private struct ShardState {
+    var series: [Key: Series] = [:]
+    /// The last key written and where it is: a loop mostly sees the same route and client again,
+    /// and comparing the same strings is far cheaper than hashing them (callgrind: about 430 of
+    /// the 960 instructions a request cost here went to the lookup). Reset when the table changes.
+    var last: (key: Key, index: Dictionary<Key, Series>.Index)?
+  }
+
   private final class Shard: Sendable {
-    let series = Mutex([Key: Series]())
+    let state = Mutex(ShardState())
   }
 
   private final class Store: Sendable {
@@ -97,10 +105,20 @@ public final class LiveStats: Sendable {
     let period = Int(store.clock()) / Self.slotSeconds
     let slot = period % Self.slotCount
     let b = Self.bucket(ms: durationMs.isFinite ? durationMs : 0)
-    store.shards[shard % store.shards.count].series.withLock { all in
-      // One lookup, in place; a series is allocated only the first time a key is seen.
-      all[Key(route: route, client: client), default: Series()].add(
-        slot: slot, period: period, bucket: b, failed: failed)
+    store.shards[shard % store.shards.count].state.withLock { s in
+      let key = Key(route: route, client: client)
+      if let last = s.last, last.key == key {
+        s.series.values[last.index].add(slot: slot, period: period, bucket: b, failed: failed)
+        return
+      }
+      var found = s.series.index(forKey: key)
+      if found == nil {
+        s.series[key] = Series()
+        found = s.series.index(forKey: key)
+      }
+      guard let index = found else { return }
+      s.series.values[index].add(slot: slot, period: period, bucket: b, failed: failed)
+      s.last = (key, index)
     }
   }
 
@@ -138,9 +156,12 @@ public final class LiveStats: Sendable {
     var byRoute: [String: Series] = [:]
     var byClient: [String: Series] = [:]
     for shard in store.shards {
-      shard.series.withLock { all in
-        all = all.filter { $0.value.period.contains { $0 > period - Self.slotCount } }
-        for (key, s) in all {
+      shard.state.withLock { state in
+        state.series = state.series.filter {
+          $0.value.period.contains { $0 > period - Self.slotCount }
+        }
+        state.last = nil
+        for (key, s) in state.series {
           byRoute[key.route, default: Series()].merge(s, period: period)
           byClient[key.client ?? "(anonymous)", default: Series()].merge(s, period: period)
         }
