@@ -10,6 +10,9 @@ import HTTP1
 ///       │                          ├────────┼───────────────────┘  └────▶ awaitingToken
 ///       │                          └─CONNECT─▶ dialing ─connected─▶ tunneling
 ///       └──── keep-alive ◀── (any) ─error / close / unread body──▶ closing ─flushed─▶ closed
+///
+/// With `limits-store`, a routed request whose route is limited first waits in `awaitingLimits`
+/// (at most the store's timeout) and is then routed again with the store's answer.
 enum ConnectionState {
   /// Between requests, waiting for the first byte (idle-timeout applies).
   case idle
