@@ -53,6 +53,9 @@ public struct ProxyConfig: Sendable {
   /// `metadata-server ADDR:PORT`: a GCE metadata-server stub handing out placeholder tokens
   /// (loopback only); nil when off.
   public var metadataServer: ListenAddress?
+  /// `limits-store redis HOST:PORT …`: `rate` and `max-concurrent` held in Redis for every
+  /// replica; nil: each process limits on its own.
+  public var limitsStore: LimitsStore?
   /// `shutdown-timeout D`: how long in-flight requests may drain after SIGTERM.
   public var shutdownTimeoutMs: Int = 30_000
   /// `log-queries on|off`: whether the audit log records query strings (secret-looking
@@ -128,6 +131,36 @@ public struct AdminConfig: Sendable, Equatable {
     self.address = address
     self.token = token
     self.line = line
+  }
+}
+
+/// `limits-store redis HOST:PORT [password SECRET] [prefix P] [on-outage open|closed]
+/// [timeout DURATION] [lease DURATION]`: where the fleet's shared rate buckets and concurrency leases live.
+public struct LimitsStore: Sendable, Equatable {
+  public var host: String
+  public var port: Int
+  /// `AUTH` with this password (Redis `requirepass`); nil: none.
+  public var password: SecretRef?
+  /// Prepended to every key, so several fleets can share one Redis.
+  public var prefix: String = "credproxy:"
+  /// When Redis cannot answer in time: true (default) limits locally, false refuses (503).
+  public var failOpen: Bool = true
+  /// The longest a request waits for Redis.
+  public var timeoutMs: Int = 100
+  /// A concurrency slot held in Redis expires this long after its last renewal (a replica renews
+  /// its slots every third of it), so a crashed replica's slots come back.
+  public var leaseMs: Int = 30_000
+  public var line: Int
+
+  public init(host: String, port: Int, line: Int) {
+    self.host = host
+    self.port = port
+    self.line = line
+  }
+
+  /// `redis 10.0.0.5:6379`, for logs and the status page (never the password).
+  public var description: String {
+    "redis \(host.contains(":") ? "[\(host)]" : host):\(port)"
   }
 }
 

@@ -109,6 +109,17 @@ public final class ProxyServer {
         throw ServerError(message: "metadata-server \(address): \(error)")
       }
     }
+    var limitsStore: (LimitsStore, String?, LimitsStoreHealth)? = nil
+    if let store = runtime.config.limitsStore {
+      do {
+        let health = LimitsStoreHealth(
+          description: store.description, loops: loopCount, failOpen: store.failOpen)
+        limitsStore = (store, try store.password?.resolve(), health)
+        state.limitsHealth.withLock { $0 = health }
+      } catch {
+        throw ServerError(message: "limits-store \(store.description): \(error)")
+      }
+    }
     for i in 0..<loopCount {
       let loop = EventLoop(index: i)
       loops.append(loop)
@@ -130,6 +141,12 @@ public final class ProxyServer {
           openConnections: open),
         loop: loop)
       contexts.append(context)
+      if let (store, password, health) = limitsStore {
+        let shared = SharedLimits(store: store, password: password, loop: loop, health: health)
+        context.value.sharedLimits = shared
+        let bound = LoopBound(shared, loop: loop)
+        loop.execute { bound.value.start() }
+      }
       finished.enter()
       let thread = Thread { [finished] in
         loop.run()
@@ -183,6 +200,9 @@ public final class ProxyServer {
     }
     if config.metadataServer != runtime.config.metadataServer {
       notes.append("metadata-server changes take effect after a restart")
+    }
+    if config.limitsStore != runtime.config.limitsStore {
+      notes.append("limits-store changes take effect after a restart")
     }
     // Mints that began under the old config may still fail with its secrets in their text.
     broker.secrets.withLock { [old = runtime] in $0 = next.secretValues + old.secretValues }

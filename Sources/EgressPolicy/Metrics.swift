@@ -165,6 +165,20 @@ public final class Metrics: Sendable {
   /// An upstream failure, counted under its code (`upstream_tls`, …).
   public func upstreamError(_ code: ErrorCode) { upstreamError(kind: code.rawValue) }
 
+  // MARK: Reading (the status page)
+
+  /// Upstream failures since start, by kind.
+  public func upstreamErrorCounts() -> [String: UInt64] {
+    var total: [String: UInt64] = [:]
+    for shard in shards {
+      total.merge(shard.state.withLock { $0.upstreamErrors }, uniquingKeysWith: &+)
+    }
+    return total
+  }
+
+  public var openConnections: Int { store.openConnections.load(ordering: .relaxed) }
+  public var openTunnels: Int { store.openTunnels.load(ordering: .relaxed) }
+
   // MARK: Exposition
 
   /// The whole exposition, every family with `# HELP` and `# TYPE`.

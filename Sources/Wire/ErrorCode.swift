@@ -27,6 +27,7 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
   case identityUnavailable = "identity_unavailable"
   case rateLimited = "rate_limited"
   case tooManyConcurrent = "too_many_concurrent"
+  case limitsUnavailable = "limits_unavailable"
   // Credentials
   case credentialUnavailable = "credential_unavailable"
   case tokenUnavailable = "token_unavailable"
@@ -60,7 +61,8 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
     case .misdirected: return 421
     case .proxyAuthRequired: return 407
     case .rateLimited: return 429
-    case .tooManyConcurrent, .credentialUnavailable, .tokenUnavailable, .identityUnavailable:
+    case .tooManyConcurrent, .limitsUnavailable, .credentialUnavailable, .tokenUnavailable,
+      .identityUnavailable:
       return 503
     case .upstreamConnect, .upstreamDNS, .upstreamTLS, .upstreamProtocol, .aborted: return 502
     case .upstreamTimeout: return 504
@@ -100,6 +102,8 @@ public enum ErrorCode: String, CaseIterable, Sendable, CustomStringConvertible {
         "the caller's OIDC proxy token cannot be checked: its issuer's keys could not be fetched"
     case .rateLimited: return "over the route's rate (with Retry-After)"
     case .tooManyConcurrent: return "over a max-concurrent limit"
+    case .limitsUnavailable:
+      return "the shared limits store did not answer in time and limits-store says on-outage closed"
     case .credentialUnavailable:
       return "the route's secret or credential cannot be used (unset variable, unreadable key file)"
     case .tokenUnavailable:

@@ -217,7 +217,7 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(
       diagnostics("listen 127.0.0.1:8080\nlisten-on 1.2.3.4:5\n"),
       [
-        "proxy.conf:2:1: unknown directive \"listen-on\"; expected one of listen, ca-file, ca-cert, ca-key, connect-timeout, request-timeout, idle-timeout, header-timeout, body-timeout, body-min-rate, max-body, access-log, log-format, route, credentials, client, audit-log, log-queries, mode, admin, shutdown-timeout, metadata-server at top level"
+        "proxy.conf:2:1: unknown directive \"listen-on\"; expected one of listen, ca-file, ca-cert, ca-key, connect-timeout, request-timeout, idle-timeout, header-timeout, body-timeout, body-min-rate, max-body, access-log, log-format, route, credentials, client, audit-log, log-queries, mode, admin, shutdown-timeout, limits-store, metadata-server at top level"
       ])
     XCTAssertEqual(
       diagnostics("route a.example.com {\n  upstrem https\n}\n"),
@@ -227,7 +227,7 @@ final class ParserTests: XCTestCase {
     XCTAssertEqual(
       diagnostics("upstream http\n"),
       [
-        "proxy.conf:1:1: upstream is only valid inside a route block; expected one of listen, ca-file, ca-cert, ca-key, connect-timeout, request-timeout, idle-timeout, header-timeout, body-timeout, body-min-rate, max-body, access-log, log-format, route, credentials, client, audit-log, log-queries, mode, admin, shutdown-timeout, metadata-server at top level"
+        "proxy.conf:1:1: upstream is only valid inside a route block; expected one of listen, ca-file, ca-cert, ca-key, connect-timeout, request-timeout, idle-timeout, header-timeout, body-timeout, body-min-rate, max-body, access-log, log-format, route, credentials, client, audit-log, log-queries, mode, admin, shutdown-timeout, limits-store, metadata-server at top level"
       ])
   }
 

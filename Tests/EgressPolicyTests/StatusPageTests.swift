@@ -74,7 +74,7 @@ final class StatusPageTests: XCTestCase {
     XCTAssertTrue(html.contains("403 &quot;denied&quot; &lt;iam&gt;"), html)
     XCTAssertTrue(html.contains("https://a &amp; b"), html)
     XCTAssertTrue(html.contains("up 1h 2m"), html)
-    XCTAssertTrue(html.contains("<td>1800</td>"), html)
+    XCTAssertTrue(html.contains("<td><span data-left=\"1800\">1800 s</span></td>"), html)
     XCTAssertTrue(html.contains("2026-11-26T13:59:59.000Z"), html)
     // Self-contained: no external references or scripts.
     for needle in ["<script", "src=", "href=", "http-equiv", "@import", "url("] {

@@ -388,6 +388,9 @@ class PNGInfo:
     color_type: int
     distinct_colors: int
     non_background_fraction: float
+    # The rightmost column (on the sampled rows) holding a pixel that is not the background: a page
+    # wider than the window reaches the last column.
+    content_right: int = -1
 
 
 def _paeth(a: int, b: int, c: int) -> int:
@@ -432,6 +435,7 @@ def check_png(data: bytes, sample_rows: int = 120) -> PNGInfo:
     wanted = {int(i * (height - 1) / max(1, sample_rows - 1)) for i in range(sample_rows)}
     prev = bytearray(stride)
     colours: dict[bytes, int] = {}
+    sampled_lines: list[bytes] = []
     sampled = 0
     for y in range(height):
         f = raw[y * (stride + 1)]
@@ -459,6 +463,14 @@ def check_png(data: bytes, sample_rows: int = 120) -> PNGInfo:
                 px = bytes(line[x:x + bpp])
                 colours[px] = colours.get(px, 0) + 1
             sampled += width
+            sampled_lines.append(bytes(line))
         prev = line
     background = max(colours.values())
-    return PNGInfo(width, height, depth, color, len(colours), 1 - background / sampled)
+    bg = max(colours, key=colours.get)
+    right = -1
+    for line in sampled_lines:
+        for x in range(width - 1, right, -1):
+            if line[x * bpp:(x + 1) * bpp] != bg:
+                right = x
+                break
+    return PNGInfo(width, height, depth, color, len(colours), 1 - background / sampled, right)

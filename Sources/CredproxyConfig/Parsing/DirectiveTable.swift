@@ -238,6 +238,11 @@ struct Directive: Sendable {
       $0.readDuration($1, &$2, top: \.shutdownTimeoutMs)
     },
     Directive(
+      "limits-store", in: [.top],
+      "limits-store redis HOST:PORT [password SECRET] [prefix P] [on-outage open|closed] [timeout DURATION] [lease DURATION]",
+      .checkedByHandler
+    ) { p, s, _ in p.readLimitsStore(s) },
+    Directive(
       "metadata-server", in: [.top],
       "metadata-server ADDR:PORT (a loopback address, e.g. metadata-server 127.0.0.1:8181)"
     ) { p, s, _ in p.readMetadataServer(s) },

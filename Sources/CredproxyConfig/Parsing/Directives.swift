@@ -138,6 +138,84 @@ extension ParseSession {
     config.admin = AdminConfig(address: addr, token: token, line: s.line)
   }
 
+  /// `limits-store redis HOST:PORT` and its keyword options, each at most once.
+  mutating func readLimitsStore(_ s: Statement) {
+    let usage = Directive.usage("limits-store")
+    guard s.tokens.count >= 3 else {
+      error(s.tokens.last!, "limits-store needs a store and its address; expected \(usage)")
+      return
+    }
+    guard s.tokens[1].isKeyword("redis") else {
+      error(s.tokens[1], "unknown limits store \"\(s.tokens[1].text)\"; expected redis")
+      return
+    }
+    let addr = s.tokens[2]
+    let hp: (host: String, port: Int?, isIPv6: Bool)
+    do { hp = try Values.hostPort(addr.text, portRequired: true) } catch {
+      self.error(addr, error.message)
+      return
+    }
+    var store = LimitsStore(host: hp.host, port: hp.port!, line: s.line)
+    var seen: Set<String> = []
+    var i = 3
+    while i < s.tokens.count {
+      let key = s.tokens[i]
+      guard ["password", "prefix", "on-outage", "timeout", "lease"].contains(key.keyword),
+        !key.quoted
+      else {
+        error(key, "unexpected \"\(key.text)\"; expected \(usage)")
+        return
+      }
+      guard seen.insert(key.keyword).inserted else {
+        error(key, "\(key.keyword) given twice; expected it once")
+        return
+      }
+      guard i + 1 < s.tokens.count else {
+        error(key, "\(key.keyword) needs a value; expected \(usage)")
+        return
+      }
+      let value = s.tokens[i + 1]
+      switch key.keyword {
+      case "password":
+        guard let ref = secret(value) else { return }
+        store.password = ref
+      case "prefix":
+        guard !value.text.isEmpty, value.text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+          error(value, "invalid prefix \"\(value.text)\"; expected printable ASCII without spaces")
+          return
+        }
+        store.prefix = value.text
+      case "on-outage":
+        if value.isKeyword("open") {
+          store.failOpen = true
+        } else if value.isKeyword("closed") {
+          store.failOpen = false
+        } else {
+          error(
+            value,
+            "invalid on-outage \"\(value.text)\"; expected open (limit locally) or closed (refuse)")
+          return
+        }
+      case "lease":
+        guard let ms = duration(value) else { return }
+        guard ms >= 1_000 && ms <= 3_600_000 else {
+          error(value, "lease \(value.text) is out of range; expected 1s to 1h")
+          return
+        }
+        store.leaseMs = ms
+      default:
+        guard let ms = duration(value) else { return }
+        guard ms >= 1 && ms <= 10_000 else {
+          error(value, "timeout \(value.text) is out of range; expected 1ms to 10s")
+          return
+        }
+        store.timeoutMs = ms
+      }
+      i += 2
+    }
+    config.limitsStore = store
+  }
+
   /// `metadata-server ADDR:PORT`: the placeholder metadata server. Loopback only: it names the
   /// project and service account, which other hosts have no business reading.
   mutating func readMetadataServer(_ s: Statement) {

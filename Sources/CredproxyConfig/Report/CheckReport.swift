@@ -45,6 +45,11 @@ extension ProxyConfig {
         admin.line,
         "admin token \(problem); the admin listener refuses every request until it is available")
     }
+    if let store = limitsStore, let problem = store.password?.problem(environment: environment) {
+      add(
+        store.line, "limits-store password \(problem); serve refuses to start until it is available"
+      )
+    }
     for (i, l) in listeners.enumerated() {
       guard let tls = l.tls else { continue }
       let line = i < listenLines.count ? listenLines[i] : 0
@@ -132,6 +137,14 @@ public enum CheckReport {
       lines.append("admin: \(admin.address) (\(token))")
     } else {
       lines.append("admin: off")
+    }
+    if let store = config.limitsStore {
+      let policy = store.failOpen ? "open (limit locally)" : "closed (refuse limited requests)"
+      lines.append(
+        "limits-store: \(store.description), keys \(store.prefix)…, on outage \(policy), wait at most \(Format.duration(store.timeoutMs)), leases \(Format.duration(store.leaseMs))\(store.password.map { ", password \($0)" } ?? "")"
+      )
+    } else {
+      lines.append("limits-store: none (rate and max-concurrent are per process)")
     }
     lines.append("shutdown-timeout: \(Format.duration(config.shutdownTimeoutMs))")
     let intercepting = config.routes.filter { $0.intercept && !$0.deny }.count

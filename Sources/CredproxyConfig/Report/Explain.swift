@@ -230,8 +230,10 @@ public enum Explain {
     } else {
       out.append("  clients: every client")
     }
-    out.append("  rate: \(route.rate.map { "\($0) per client" } ?? "unlimited")")
-    if let n = route.maxConcurrent { out.append("  max-concurrent: \(n) per client") }
+    // With limits-store the limits hold for every replica together, not per process.
+    let scope = config.limitsStore.map { " across all replicas (\($0.description))" } ?? ""
+    out.append("  rate: \(route.rate.map { "\($0) per client\(scope)" } ?? "unlimited")")
+    if let n = route.maxConcurrent { out.append("  max-concurrent: \(n) per client\(scope)") }
     out.append("  mode: \(config.effectiveMode(route).rawValue)")
     if route.allowPrivate { out.append("  allow-private: private addresses may be dialled") }
     if route.tunnel { out.append("  tunnel: CONNECT to this route's host and port is allowed") }

@@ -16,6 +16,8 @@ final class ProxyState: Sendable {
   let startedAt = Date().timeIntervalSince1970
   let draining = Atomic<Bool>(false)
   let listeners: Mutex<[String]> = Mutex([])
+  /// Set at start when the config has `limits-store`.
+  let limitsHealth = Mutex<LimitsStoreHealth?>(nil)
 
   init(runtime: ProxyRuntime, broker: TokenBroker, denials: DenialLog) {
     self.runtime = Mutex(runtime)
@@ -74,7 +76,8 @@ final class AdminListener {
       return Self.response(
         status: 200, type: Metrics.contentType,
         body: state.current.metrics.render()
-          + ((state.current.interceptCertificates as? LocalCAInterception)?.prometheusText ?? ""),
+          + ((state.current.interceptCertificates as? LocalCAInterception)?.prometheusText ?? "")
+          + (state.limitsHealth.withLock { $0 }?.prometheusText ?? ""),
         head: head)
     case "/status", "/":
       return Self.response(
@@ -126,12 +129,20 @@ enum AdminPages {
         credential: e.key.credential,
         kind: e.key.kind == .idToken ? "ID token (OIDC)" : "access token (OAuth2)",
         scopesOrAudience: e.key.scopesOrAudience, fingerprint: e.fingerprint,
-        expiresInSeconds: e.expiresAt.map { Int($0 - now) }, lastError: e.lastError)
+        expiresInSeconds: e.expiresAt.map { Int($0 - now) }, lastError: e.lastError,
+        lastMint: e.mintInFlight
+          ? "minting"
+          : e.consecutiveFailures > 0
+            ? "failed (\(e.consecutiveFailures) in a row)" : e.fingerprint != nil ? "ok" : "-")
     }
+    let live = StatusPage.Live(
+      traffic: runtime.live.snapshot(), upstreamErrors: runtime.metrics.upstreamErrorCounts(),
+      openConnections: runtime.metrics.openConnections, openTunnels: runtime.metrics.openTunnels,
+      limitsStore: state.limitsHealth.withLock { $0 }.map { ($0.up, $0.statusDetail) })
     return StatusPage.render(
       version: credproxyVersion, uptimeSeconds: Int(now - state.startedAt), now: now,
       routes: StatusPage.rows(for: runtime.config), tokens: tokens,
-      denials: state.denials.recent())
+      denials: state.denials.recent(), live: live)
   }
 }
 

@@ -13,6 +13,30 @@ struct SocketError: Error, CustomStringConvertible {
 /// A listening TCP socket. Every event loop binds its own with SO_REUSEPORT, so the kernel spreads
 /// new connections across loops and no accept hand-off between threads is needed.
 enum Socket {
+  /// Starts a non-blocking TCP connect (TCP_NODELAY) to `address`: the socket, connected or still
+  /// connecting (wait for EPOLLOUT, then read SO_ERROR), or why not (nothing is left open then).
+  static func connectNonBlocking(to address: sockaddr_storage) -> Result<Int32, SocketError> {
+    var address = address
+    let family = Int32(address.ss_family)
+    let fd = socket(
+      family,
+      Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return .failure(SocketError("socket")) }
+    var one: Int32 = 1
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    let length = socklen_t(
+      family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+    let rc = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
+    }
+    if rc != 0 && errno != EINPROGRESS {
+      let error = SocketError("connect to \(describe(address))")
+      Glibc.close(fd)
+      return .failure(error)
+    }
+    return .success(fd)
+  }
+
   static func listen(host: String, port: Int) throws(SocketError) -> (fd: Int32, port: Int) {
     var storage = sockaddr_storage()
     var length: socklen_t = 0

@@ -10,6 +10,9 @@ import HTTP1
 ///       │                          ├────────┼───────────────────┘  └────▶ awaitingToken
 ///       │                          └─CONNECT─▶ dialing ─connected─▶ tunneling
 ///       └──── keep-alive ◀── (any) ─error / close / unread body──▶ closing ─flushed─▶ closed
+///
+/// With `limits-store`, a routed request whose route is limited first waits in `awaitingLimits`
+/// (at most the store's timeout) and is then routed again with the store's answer.
 enum ConnectionState {
   /// Between requests, waiting for the first byte (idle-timeout applies).
   case idle
@@ -22,6 +25,9 @@ enum ConnectionState {
   indirect case awaitingToken(Forward, retrying: Exchange?)
   /// The caller's OIDC proxy token waits for its issuer's keys (fetched on this loop's multi).
   indirect case awaitingIdentity(RequestHead, LogContext)
+  /// Routed; the shared limits store (`limits-store`) is deciding `rate` and `max-concurrent`.
+  /// Its answer (or its timeout) comes within the store's timeout and routes the request again.
+  case awaitingLimits
   /// One request/response with the upstream.
   case exchanging(Exchange)
   /// CONNECT allowed; resolving and dialling the target.
@@ -38,6 +44,7 @@ enum ConnectionState {
     case .readingHead: return "readingHead"
     case .awaitingToken: return "awaitingToken"
     case .awaitingIdentity: return "awaitingIdentity"
+    case .awaitingLimits: return "awaitingLimits"
     case .exchanging: return "exchanging"
     case .dialing: return "dialing"
     case .tunneling: return "tunneling"
@@ -65,7 +72,8 @@ enum ConnectionState {
   /// Whether a request is under way (a client that leaves now aborts it).
   var isBusy: Bool {
     switch self {
-    case .readingHead, .awaitingToken, .awaitingIdentity, .exchanging, .dialing: return true
+    case .readingHead, .awaitingLimits, .awaitingToken, .awaitingIdentity, .exchanging, .dialing:
+      return true
     case .idle, .tunneling, .closing, .closed: return false
     }
   }

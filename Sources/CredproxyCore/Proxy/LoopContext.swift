@@ -15,6 +15,8 @@ final class LoopContext {
   let broker: TokenBroker
   /// Recent denials for the status page; shared by all loops.
   let denials: DenialLog
+  /// `limits-store`: this loop's connection to the fleet's shared limits; nil without one.
+  var sharedLimits: SharedLimits?
   private var listeners: [Listener] = []
   private var connections: [ObjectIdentifier: ProxyConnection] = [:]
   /// Delayed work (mint retries), checked on every tick: 250 ms resolution is plenty for backoff.

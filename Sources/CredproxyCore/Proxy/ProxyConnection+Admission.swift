@@ -117,9 +117,10 @@ extension ProxyConnection {
 
   /// Routes an identified request to `authority` (`port`: the one to route on, nil for the
   /// scheme's default) and runs the rest of the policy: limits, credential, transfer.
+  /// `shared`: the limits store's answer, when this is the second pass after asking it.
   func route(
     _ head: RequestHead, record start: LogContext, runtime: ProxyRuntime, authority: Authority,
-    port explicitPort: Int?
+    port explicitPort: Int?, shared: SharedVerdict? = nil
   ) {
     var record = start
     let hasBody = head.framing != .none
@@ -156,9 +157,48 @@ extension ProxyConnection {
     let enforcing = runtime.config.effectiveMode(route) == .enforce
     let routeIndex = record.routeNumber.map { $0 - 1 }
 
+    // limits-store: the fleet's limits, asked once; the answer routes the request again.
+    if shared == nil, let routeIndex, let store = context.sharedLimits,
+      store.applies(route: route, client: record.client, routeIndex: routeIndex, runtime: runtime)
+    {
+      awaitSharedLimits(
+        store, head, record: start, runtime: runtime, authority: authority, port: explicitPort,
+        routeIndex: routeIndex, route: route)
+      return
+    }
+    var local = true
+    var slot: ConcurrencySlot? = nil
+    var sharedRate: RateDecision? = nil
+    var sharedConcurrency: ConcurrencyOutcome? = nil
+    switch shared {
+    case .allowed(let held):
+      (local, slot) = (false, held)
+    case .rateLimited(let retryAfter):
+      (local, sharedRate) = (false, .limited(retryAfterSeconds: retryAfter))
+    case .clientLimit(let n):
+      (local, sharedConcurrency) = (false, .clientLimit(n))
+    case .routeLimit(let n):
+      (local, sharedConcurrency) = (false, .routeLimit(n))
+    case .unavailable(let why):
+      if context.sharedLimits?.store.failOpen == false && enforcing {
+        record.deny(.limitsUnavailable)
+        respond(
+          ErrorResponse(
+            code: .limitsUnavailable,
+            message:
+              "route \(record.route) is limited fleet-wide and the limits store cannot answer: \(why)"
+          ),
+          close: !keepOpen, log: record)
+        return
+      }
+    case nil:
+      break
+    }
     if let routeIndex, let limit = route.rate,
-      case .limited(let retryAfter) = runtime.rateLimiter.take(
-        client: record.client, route: routeIndex, limit: limit)
+      case .limited(let retryAfter) = sharedRate
+        ?? (local
+          ? runtime.rateLimiter.take(client: record.client, route: routeIndex, limit: limit)
+          : .allowed)
     {
       if enforcing {
         record.deny(.rateLimited)
@@ -172,9 +212,10 @@ extension ProxyConnection {
       }
       record.report(.rateLimited)
     }
-    var slot: ConcurrencySlot? = nil
-    if let routeIndex {
-      switch runtime.concurrency.tryAcquire(client: record.client, route: routeIndex) {
+    if let routeIndex, local || sharedConcurrency != nil {
+      switch sharedConcurrency
+        ?? runtime.concurrency.tryAcquire(client: record.client, route: routeIndex)
+      {
       case .acquired:
         slot = ConcurrencySlot(runtime.concurrency, client: record.client, route: routeIndex)
       case .clientLimit(let n), .routeLimit(let n):
@@ -255,6 +296,24 @@ extension ProxyConnection {
             upstream: route.upstream, host: authority.host, port: port, pathAndQuery: path))
       }
       acquireToken(forward, request: request, header: header)
+    }
+  }
+
+  /// Asks the limits store and waits (state `awaitingLimits`, at most the store's timeout); the
+  /// answer runs `route` again with it. A connection that closed or moved on meanwhile drops it
+  /// (and the lease it may hold is released with it).
+  func awaitSharedLimits(
+    _ store: SharedLimits, _ head: RequestHead, record: LogContext, runtime: ProxyRuntime,
+    authority: Authority, port: Int?, routeIndex: Int, route: Route
+  ) {
+    enter(.awaitingLimits)
+    store.admit(client: record.client, routeIndex: routeIndex, route: route, runtime: runtime) {
+      [weak self] verdict in
+      guard let self, case .awaitingLimits = self.state else { return }
+      self.enter(.readingHead(startedMs: record.startedMs))
+      self.route(
+        head, record: record, runtime: runtime, authority: authority, port: port, shared: verdict)
+      if !self.closed { self.updateInterest() }
     }
   }
 }

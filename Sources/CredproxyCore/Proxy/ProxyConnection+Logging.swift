@@ -23,6 +23,10 @@ extension ProxyConnection {
     runtime.metrics.recordRequest(
       routeIndex: log.routeNumber.map { $0 - 1 }, status: status, client: log.client,
       durationSeconds: Double(durationMs) / 1000, bytesIn: bytesIn, bytesOut: bytesOut)
+    runtime.live.record(
+      routeIndex: log.routeNumber.map { $0 - 1 }, client: log.client,
+      failed: error != nil || status >= 500, durationMs: Double(durationMs),
+      shard: context.loop.index)
     var decision = log.decision
     var reason = log.reason
     if decision == .allow, let error, status >= 400 {

@@ -189,7 +189,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       case .tunneling:
         pumpTunnelUp()
         return
-      case .awaitingToken, .awaitingIdentity, .closing, .closed, .dialing:
+      case .awaitingLimits, .awaitingToken, .awaitingIdentity, .closing, .closed, .dialing:
         return
       }
     }
@@ -289,7 +289,7 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     switch state {
     case .idle:
       close()
-    case .readingHead, .awaitingToken, .awaitingIdentity, .exchanging, .dialing, .tunneling:
+    case .readingHead, .awaitingLimits, .awaitingToken, .awaitingIdentity, .exchanging, .dialing, .tunneling:
       exchange?.keepAlive = false
       drainRequested = true
     case .closing, .closed:
@@ -346,6 +346,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
       }
     case .awaitingToken, .awaitingIdentity:
       break  // the mint or key fetch has its own timeouts and retries, and always answers
+    case .awaitingLimits:
+      break  // the limits store's commands have their own deadline
     case .dialing(let tunnel):
       if nowMs - tunnel.dialStartedMs > Int64(tunnel.connectTimeoutMs) {
         respond(

@@ -73,6 +73,8 @@ final class ProxyRuntime: Sendable {
   let ssrf = SSRFPolicy()
   let audit: AuditLog?
   let metrics: Metrics
+  /// The status dashboard's last 15 minutes of traffic (process-wide, like `metrics`).
+  let live: LiveStats
   /// Used for requests that no route matches but report mode lets through: no credential.
   let reportPassthrough: PreparedRoute
   /// Every secret value this config resolved: route secrets, client passwords and tokens, the
@@ -93,10 +95,13 @@ final class ProxyRuntime: Sendable {
     if let previous {
       concurrency = previous.concurrency.reconfigured(config: config)
       metrics = previous.metrics.reconfigured(routeNames: names)
+      live = previous.live.reconfigured(routeNames: names)
       rateLimiter = previous.rateLimiter.reconfigured(routeKeys: Metrics.routeLabels(names))
     } else {
       concurrency = ConcurrencyLimiter(config: config)
       metrics = Metrics(routeNames: names)
+      live = LiveStats(
+        routeNames: names, shards: max(4, ProcessInfo.processInfo.activeProcessorCount))
       rateLimiter = RateLimiter(routeKeys: Metrics.routeLabels(names))
     }
     audit = try AuditLog(target: config.auditLog, logQueries: config.logQueries)
@@ -141,6 +146,9 @@ final class ProxyRuntime: Sendable {
       }
     }
     if let value = try? config.admin?.token?.resolve(environment: environment) {
+      secrets.append(value)
+    }
+    if let value = try? config.limitsStore?.password?.resolve(environment: environment) {
       secrets.append(value)
     }
     for credential in credentials.values { secrets += Self.secrets(of: credential.source) }

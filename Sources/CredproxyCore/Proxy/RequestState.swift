@@ -74,24 +74,23 @@ struct LogContext {
 /// Holds one concurrency slot; released when the request is over (the last reference goes),
 /// on the limiter it was taken from even if the config was reloaded since.
 final class ConcurrencySlot: Sendable {
-  private let limiter: ConcurrencyLimiter
-  private let client: String?
-  private let route: Int
+  private let onRelease: @Sendable () -> Void
 
   private let released = Atomic<Bool>(false)
 
   init(_ limiter: ConcurrencyLimiter, client: String?, route: Int) {
-    self.limiter = limiter
-    self.client = client
-    self.route = route
+    onRelease = { limiter.release(client: client, route: route) }
+  }
+
+  /// A slot held somewhere else: leases in the shared limits store.
+  init(onRelease: @escaping @Sendable () -> Void) {
+    self.onRelease = onRelease
   }
 
   /// Gives the slot back as soon as the answer is decided, before its last bytes are written:
   /// a client that waits for each response must never find its previous request still counted.
   func release() {
-    if !released.exchange(true, ordering: .acquiringAndReleasing) {
-      limiter.release(client: client, route: route)
-    }
+    if !released.exchange(true, ordering: .acquiringAndReleasing) { onRelease() }
   }
 
   deinit { release() }

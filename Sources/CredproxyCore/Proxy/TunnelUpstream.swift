@@ -74,27 +74,13 @@ final class TunnelUpstream: EventHandler {
     switch target {
     case .failure(let f):
       finishDial(f)
-    case .success(var address):
-      let family = Int32(address.ss_family)
-      fd = socket(
-        family,
-        Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
-        0)
-      guard fd >= 0 else {
-        finishDial(.connect("socket: \(String(cString: strerror(errno)))"))
+    case .success(let address):
+      switch Socket.connectNonBlocking(to: address) {
+      case .failure(let error):
+        finishDial(.connect(error.description))
         return
-      }
-      var one: Int32 = 1
-      setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-      let length = socklen_t(
-        family == AF_INET6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
-      let rc = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
-      }
-      if rc != 0 && errno != EINPROGRESS {
-        finishDial(
-          .connect("connect to \(Socket.describe(address)): \(String(cString: strerror(errno)))"))
-        return
+      case .success(let socket):
+        fd = socket
       }
       state = .connecting
       interest = EPOLLOUT.rawValue
@@ -188,8 +174,7 @@ final class TunnelUpstream: EventHandler {
     onConnected = nil
   }
 
-  private static func resolve(host: String, port: Int) -> Result<[sockaddr_storage], TunnelFailure>
-  {
+  static func resolve(host: String, port: Int) -> Result<[sockaddr_storage], TunnelFailure> {
     var hints = addrinfo()
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
     hints.ai_family = AF_UNSPEC
