@@ -289,7 +289,8 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     switch state {
     case .idle:
       close()
-    case .readingHead, .awaitingLimits, .awaitingToken, .awaitingIdentity, .exchanging, .dialing, .tunneling:
+    case .readingHead, .awaitingLimits, .awaitingToken, .awaitingIdentity, .exchanging, .dialing,
+      .tunneling:
       exchange?.keepAlive = false
       drainRequested = true
     case .closing, .closed:
