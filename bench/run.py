@@ -720,6 +720,18 @@ def load_client_argv(proxy_port: int, target: str, via: str, ca: Optional[str], 
     return argv + extra
 
 
+def w8_ceiling(ours: LoadResult, theirs: LoadResult) -> str:
+    """Why W8's req/s target depends on the machine: the client and credproxy share its cores, so
+    requests/s cannot exceed cores ÷ (client CPU + proxy CPU per handshake)."""
+    if not (ours.client_us_per_req and ours.cpu_us_per_req and theirs.rps):
+        return ""
+    cores = os.cpu_count() or 1
+    ceiling = cores * 1e6 / (ours.client_us_per_req + ours.cpu_us_per_req)
+    return (f" Ceiling on this machine: {cores} cores ÷ ({ours.client_us_per_req:,.0f} + "
+            f"{ours.cpu_us_per_req:,.0f} µs) = {ceiling:,.0f} req/s even with a free upstream, against "
+            f"{20 * theirs.rps:,.0f} req/s for 20× mitmproxy's {theirs.rps:,.0f}.")
+
+
 def run_load(c: LoadContender, seconds: float, account: bool = True) -> LoadResult:
     extra = ["--conns", str(c.conns), "--procs", str(c.procs), "--seconds", f"{seconds:g}",
              "--deadline", str(seconds + 60)]
@@ -966,8 +978,8 @@ def intercept_rows(binary: str, procs: Procs, workdir: str, certs: Dict[str, str
                   f"W1 with wrk: {w1.rps:,.0f} req/s",
                   f"{rx(bi.rps / bp.rps)} plain{cpu}", w7_target, verdict(ok, bi.foreign_cores, bp.foreign_cores))
         busiest = max(bi.client_cores / bi.procs, bp.client_cores / bp.procs)
-        notes.append(f"W7–W8 use bench/clients.py's `load` client (Python asyncio; wrk cannot CONNECT) for both "
-                     f"sides of each ratio. Its own CPU is in each cell (W7: "
+        notes.append(f"W7 uses bench/clients.py's `load` client (Python asyncio; wrk cannot CONNECT) for both "
+                     f"sides of its ratio (W8 uses bench/loadgen when Go is there). Its own CPU is in each cell (W7: "
                      f"{bi.client_us_per_req:.0f} µs/req inside the tunnel, {bp.client_us_per_req:.0f} µs/req "
                      f"plain; busiest client process {busiest:.2f} cores). "
                      + ("A client process near 1 core means the client, not the proxy, set the pace."
@@ -1031,7 +1043,8 @@ def intercept_rows(binary: str, procs: Procs, workdir: str, certs: Dict[str, str
                          f"{b8.cpu_us_per_req:,.0f} µs: a client's side of a full handshake (key share, "
                          f"verifying the chain) costs about what the server's side does, and on two shared "
                          f"cores it takes CPU credproxy would otherwise get, while single-threaded mitmproxy "
-                         f"leaves the client a core of its own. The CPU/handshake ratio is the fairer figure.")
+                         f"leaves the client a core of its own. The CPU/handshake ratio is the fairer figure."
+                         + w8_ceiling(b8, bm))
         else:
             table.add("8", w8_name, fmt_load(b8, "handshake"), f"mitmproxy not available: {mitm_na}", "—",
                       w8_target, "n/a")
