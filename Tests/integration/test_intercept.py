@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -365,3 +367,59 @@ def test_session_resumption_is_per_host(proxy_factory, upstream, ca_dir, token):
     seen = upstream.requests_matching(token)
     assert len(seen) == 3
     assert all(r.header_values("Authorization") == [f"Bearer {sv.BEARER_TOKEN}"] for r in seen)
+
+
+def test_reload_uses_a_ca_replaced_in_place(proxy_factory, upstream, credproxy_bin, tmp_path, token,
+                                             secret_guard):
+    """A reload keeps the leaf cache while the CA files hold the same CA, but a CA replaced at the
+    same paths (rotated, a Kubernetes Secret updated) is used from that reload on: clients that
+    trust only the new CA must not be served leaves of the old one."""
+    d = tmp_path / "rotating-ca"
+
+    def ca_init(*extra: str) -> str:
+        r = subprocess.run([str(credproxy_bin), "ca", "init", "--dir", str(d), *extra],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for line in (d / "ca-key.pem").read_text().strip().splitlines()[1:-1]:
+            secret_guard.add_secret("rotating CA key line", line)
+        return (d / "ca.pem").read_text()
+
+    old_pem = ca_init()
+    old_ca = tmp_path / "old-ca.pem"
+    old_ca.write_text(old_pem)
+    proxy_factory.values["ca_dir"] = d
+    px = proxy_factory(CONF, name="rotating-ca")
+    authority = f"localhost:{upstream.port}"
+
+    def fetch_with(cafile: Path, tag: str) -> None:
+        conn, resp = connect_tunnel(px.port, authority)
+        with conn:
+            assert resp.status == 200, resp
+            tls_over(conn, ssl.create_default_context(cafile=str(cafile)))
+            r = conn.request("GET", f"/echo/{token}-{tag}", [("Host", authority)])
+            assert r.status == 200, r
+
+    def mints() -> float:
+        text = admin_get(admin_port(px), "/metrics").body.decode()
+        return next(float(l.split()[1]) for l in text.splitlines()
+                    if l.startswith("credproxy_intercept_leaf_mints_total "))
+
+    def reload(n: int) -> None:
+        px.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while px.stderr_text().count("credproxy: reloaded ") < n:
+            assert time.time() < deadline, px.stderr_text()[-1500:]
+            time.sleep(0.05)
+
+    fetch_with(old_ca, "before")
+    assert mints() == 1
+    reload(1)  # same files, same CA: the cached leaf is kept
+    fetch_with(old_ca, "same-ca")
+    assert mints() == 1
+
+    new_pem = ca_init("--force")
+    assert new_pem != old_pem
+    reload(2)
+    fetch_with(d / "ca.pem", "new-ca")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        fetch_with(old_ca, "old-ca-refused")

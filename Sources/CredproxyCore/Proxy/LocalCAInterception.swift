@@ -10,11 +10,26 @@ final class LocalCAInterception: InterceptCertificates {
   let certPath: String
   let keyPath: String
 
-  init(certPath: String, keyPath: String) throws(LocalCAError) {
+  private init(ca: LocalCA, certPath: String, keyPath: String) {
     self.certPath = certPath
     self.keyPath = keyPath
-    let ca = try LocalCA.load(certPath: certPath, keyPath: keyPath)
     cache = LeafCache(ca: ca, configure: { ctx in _ = cp_ssl_ctx_require_sni_target(ctx) })
+  }
+
+  /// The CA in `certPath`/`keyPath`, read now. `kept` (the running config's) is returned instead,
+  /// leaves and all, when the files still hold the same CA: a reload must not re-mint every leaf,
+  /// but a CA replaced in place (rotated, a Kubernetes Secret updated) must be used from this
+  /// reload on, or clients that trust only the new CA would be served leaves of the old one.
+  static func load(certPath: String, keyPath: String, keeping kept: LocalCAInterception?)
+    throws(LocalCAError) -> LocalCAInterception
+  {
+    let ca = try LocalCA.load(certPath: certPath, keyPath: keyPath)
+    if let kept, kept.certPath == certPath, kept.keyPath == keyPath,
+      kept.cache.ca.certificatePEM == ca.certificatePEM
+    {
+      return kept
+    }
+    return LocalCAInterception(ca: ca, certPath: certPath, keyPath: keyPath)
   }
 
   /// The CA files a config uses for interception: `ca-cert`/`ca-key`, else `credproxy ca init`'s

@@ -153,22 +153,18 @@ final class ProxyRuntime: Sendable {
     }
     for credential in credentials.values { secrets += Self.secrets(of: credential.source) }
     secretValues = secrets
-    // The local CA for intercept routes: kept across a reload that names the same files (its
-    // leaf cache with it); a CA that cannot be loaded stops the start or the reload.
+    // The local CA for intercept routes: kept across a reload while its files hold the same CA
+    // (its leaf cache with it); a CA that cannot be loaded stops the start or the reload.
     if let files = LocalCAInterception.files(for: config) {
-      if let kept = previous?.interceptCertificates as? LocalCAInterception,
-        kept.certPath == files.cert, kept.keyPath == files.key
-      {
-        interceptCertificates = kept
-      } else {
-        do {
-          interceptCertificates = try LocalCAInterception(certPath: files.cert, keyPath: files.key)
-        } catch {
-          throw SocketError(
-            message:
-              "intercept routes need the local CA: \(error.description) (create one with `credproxy ca init`, or set ca-cert and ca-key)"
-          )
-        }
+      do {
+        interceptCertificates = try LocalCAInterception.load(
+          certPath: files.cert, keyPath: files.key,
+          keeping: previous?.interceptCertificates as? LocalCAInterception)
+      } catch {
+        throw SocketError(
+          message:
+            "intercept routes need the local CA: \(error.description) (create one with `credproxy ca init`, or set ca-cert and ca-key)"
+        )
       }
     } else {
       interceptCertificates = nil
