@@ -105,6 +105,13 @@ public struct ListenAddress: Sendable, Equatable, Hashable, CustomStringConverti
   public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
   /// `localhost`, 127.0.0.0/8 or `::1`.
   public var isLoopback: Bool { IPText.isLoopback(host) }
+  /// Whether both name one socket (host and port), whatever their certificate files.
+  public func sameSocket(as other: ListenAddress) -> Bool {
+    host == other.host && port == other.port
+  }
+  /// What a bound listener is: its socket and whether it speaks TLS. Changing it needs a restart;
+  /// changing the certificate files does not (a reload reads them again).
+  public var socketShape: String { tls == nil ? description : "\(description) tls" }
 }
 
 /// The certificate chain and private key (PEM files) of a TLS listener. Paths only.

@@ -27,6 +27,8 @@ public final class ProxyServer {
   /// `host:port` of the metadata-server stub, if the config has one.
   public private(set) var metadataAddress: String?
   private var metadata: LoopBound<MetadataListener>?
+  /// The bound `listen … tls` listeners' contexts, which a reload renews from the files.
+  private var tlsListeners: [(address: ListenAddress, slot: ListenerTLSSlot)] = []
 
   public init(
     config: ProxyConfig, environment: [String: String] = ProcessInfo.processInfo.environment,
@@ -61,15 +63,12 @@ public final class ProxyServer {
   public func start() throws {
     // Every loop gets its own socket per listener (SO_REUSEPORT); a requested port 0 is resolved
     // by the first bind and reused by the rest, so all loops share one port.
-    var perLoop = Array(repeating: [(fd: Int32, tls: TLSServerContext?)](), count: loopCount)
+    var perLoop = Array(repeating: [(fd: Int32, tls: ListenerTLSSlot?)](), count: loopCount)
     for address in runtime.config.listeners {
-      var tls: TLSServerContext? = nil
-      if let files = address.tls {
-        do {
-          tls = try TLSServerContext(certFile: files.certFile, keyFile: files.keyFile)
-        } catch {
-          throw ServerError(message: "listen \(address): \(error.description)")
-        }
+      var tls: ListenerTLSSlot? = nil
+      if let context = try Self.tlsContext(for: address) {
+        tls = ListenerTLSSlot(context)
+        tlsListeners.append((address, tls!))
       }
       var port = address.port
       for i in 0..<loopCount {
@@ -176,8 +175,20 @@ public final class ProxyServer {
       throw ServerError(message: error.description)
     }
     var notes: [String] = []
-    if config.listeners != runtime.config.listeners {
+    // Certificates are read again on every reload (renewed files at the same paths, or new
+    // paths), all of them before anything is switched: one unreadable file refuses the reload.
+    var renewed: [(ListenerTLSSlot, TLSServerContext)] = []
+    for (address, slot) in tlsListeners {
+      guard let now = config.listeners.first(where: { $0.sameSocket(as: address) }),
+        let context = try Self.tlsContext(for: now)
+      else { continue }
+      renewed.append((slot, context))
+    }
+    if config.listeners.map(\.socketShape) != runtime.config.listeners.map(\.socketShape) {
       notes.append("listen addresses changed: they take effect after a restart")
+    }
+    if !renewed.isEmpty {
+      notes.append("TLS listener certificates read again: \(renewed.count)")
     }
     let changed = Set(runtime.config.credentials.map(\.name)).union(config.credentials.map(\.name))
       .filter { name in
@@ -206,6 +217,7 @@ public final class ProxyServer {
     }
     // Mints that began under the old config may still fail with its secrets in their text.
     broker.secrets.withLock { [old = runtime] in $0 = next.secretValues + old.secretValues }
+    for (slot, context) in renewed { slot.replace(with: context) }
     runtime = next
     state.runtime.withLock { $0 = next }
     broker.metrics.withLock { $0 = next.metrics }
@@ -213,6 +225,16 @@ public final class ProxyServer {
       loop.execute { context.value.runtime = next }
     }
     return notes
+  }
+
+  /// The TLS context of a `listen … tls CERT KEY` listener, read from its files; nil for plain.
+  private static func tlsContext(for address: ListenAddress) throws -> TLSServerContext? {
+    guard let files = address.tls else { return nil }
+    do {
+      return try TLSServerContext(certFile: files.certFile, keyFile: files.keyFile)
+    } catch {
+      throw ServerError(message: "listen \(address): \(error.description)")
+    }
   }
 
   /// Graceful stop (SIGTERM): stop accepting, let in-flight requests finish until `deadline`

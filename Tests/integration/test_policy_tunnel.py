@@ -278,3 +278,54 @@ def test_refused_connect_says_why_in_its_status_line(px):
     out = subprocess.run(["python3", "-c", code, str(px.port)], capture_output=True, text=True,
                          timeout=30).stdout
     assert "tunnel_denied: no intercept or tunnel route for" in out, out
+
+
+def test_reload_reads_renewed_listener_certificates(proxy_factory, upstream, pki, token, tmp_path):
+    """Certificates are renewed in place (certbot, cert-manager): a reload serves the new one to
+    new connections, and a reload whose certificate cannot be read is refused, the running one
+    kept."""
+    import shutil
+    import signal
+    import socket
+    import ssl
+    import time
+
+    from harness.certs import issue_server_cert
+
+    first = issue_server_cert(pki.ca, tmp_path, "listener-1")
+    second = issue_server_cert(pki.ca, tmp_path, "listener-2")
+    cert, key = tmp_path / "listener.crt.pem", tmp_path / "listener.key.pem"
+    shutil.copy(first.cert_path, cert)
+    shutil.copy(first.key_path, key)
+    conf = TLS_CONF.replace("{listen_cert}", str(cert)).replace("{listen_key}", str(key))
+    px = proxy_factory(conf, env=POLICY_ENV, name="tls-renewal")
+
+    def served() -> bytes:
+        ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+        with socket.create_connection(("127.0.0.1", px.port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                return s.getpeercert(binary_form=True)
+
+    def der(path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+    def sighup_and_wait(pattern: str, count: int) -> None:
+        px.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while px.stderr_text().count(pattern) < count:
+            assert time.time() < deadline, px.stderr_text()[-1500:]
+            time.sleep(0.05)
+
+    assert served() == der(first.cert_path)
+    shutil.copy(second.cert_path, cert)
+    shutil.copy(second.key_path, key)
+    sighup_and_wait("credproxy: reloaded ", 1)
+    assert served() == der(second.cert_path)
+    r = curl("--proxy", f"https://localhost:{px.port}", "--proxy-cacert", str(pki.ca_file),
+             "--proxy-user", f"alice:{ALICE_PASSWORD}", upstream.url(f"/api/echo/{token}"))
+    assert r.status == 200, r
+
+    key.write_text("not a key\n")
+    sighup_and_wait("reload failed, keeping the running config", 1)
+    assert f"listen 127.0.0.1:{px.port}" in px.stderr_text() or "listener.key.pem" in px.stderr_text()
+    assert served() == der(second.cert_path)

@@ -1,5 +1,6 @@
 import CCrypto
 import Glibc
+import Synchronization
 
 /// The outcome of one non-blocking read or write on a client connection.
 enum IOResult {
@@ -53,6 +54,18 @@ final class TLSServerContext: @unchecked Sendable {
     ERR_error_string_n(code, &buf, buf.count)
     return cString(buf)
   }
+}
+
+/// A `listen … tls` listener's current context. A reload puts a new one in (certificates renewed
+/// at the same paths, or new paths); connections accepted after that use it, open ones keep theirs.
+final class ListenerTLSSlot: Sendable {
+  private let current: Mutex<TLSServerContext>
+
+  init(_ context: TLSServerContext) { current = Mutex(context) }
+
+  var context: TLSServerContext { current.withLock { $0 } }
+
+  func replace(with context: TLSServerContext) { current.withLock { $0 = context } }
 }
 
 /// A client socket, plain or TLS. The connection reads and writes through it without caring which.

@@ -24,7 +24,7 @@ final class LoopContext {
 
   init(
     loop: EventLoop, runtime: ProxyRuntime, broker: TokenBroker, denials: DenialLog,
-    listenFDs: [(fd: Int32, tls: TLSServerContext?)],
+    listenFDs: [(fd: Int32, tls: ListenerTLSSlot?)],
     openConnections: OpenConnectionCount = OpenConnectionCount()
   ) {
     self.openConnections = openConnections
@@ -35,7 +35,7 @@ final class LoopContext {
     multi = CurlMulti(loop: loop)
     listeners = listenFDs.map { socket in
       Listener(fd: socket.fd, loop: loop) { [unowned self] fd, address in
-        accept(fd, address: address, tls: socket.tls)
+        accept(fd, address: address, tls: socket.tls?.context)
       }
     }
     for l in listeners { l.start() }
