@@ -16,6 +16,13 @@ public enum Base64URL {
       })
   }
 
+  /// The one spelling JWS allows (RFC 7515 §2): unpadded, spare bits zero. nil for anything
+  /// else, so a signed token has exactly one text form.
+  public static func decodeCanonical(_ text: some StringProtocol) -> [UInt8]? {
+    guard !text.contains("="), let bytes = decode(text), encode(bytes) == text else { return nil }
+    return bytes
+  }
+
   /// Decodes padded or unpadded base64url; nil on any character outside the alphabet.
   public static func decode(_ text: some StringProtocol) -> [UInt8]? {
     var standard = ""
@@ -133,13 +140,67 @@ public indirect enum JSONValue: Sendable, Equatable {
 }
 
 /// Reading loosely typed JSON produced by `JSONSerialization`.
-enum JSONReading {
+public enum JSONReading {
   /// The top-level object, or nil when the bytes are not a JSON object.
   static func object(_ bytes: [UInt8]) -> [String: Any]? {
     guard !bytes.isEmpty,
       let value = try? JSONSerialization.jsonObject(with: Data(bytes), options: [])
     else { return nil }
     return value as? [String: Any]
+  }
+
+  /// The top-level object, or nil when the bytes are not a JSON object or any object in them
+  /// names a member twice. `JSONSerialization` keeps the last silently, other parsers the first:
+  /// for signed input (a JWT) whose meaning must not depend on the parser.
+  public static func objectWithUniqueMembers(_ bytes: [UInt8]) -> [String: Any]? {
+    guard let object = object(bytes), !hasRepeatedMember(bytes) else { return nil }
+    return object
+  }
+
+  /// Scans JSON that `JSONSerialization` has accepted: a stack of the open containers, each
+  /// object with the member names seen (compared as Swift strings, as the parsed dictionary's keys
+  /// are, so `"a"` and `"\u0061"` are the same name).
+  private static func hasRepeatedMember(_ bytes: [UInt8]) -> Bool {
+    enum Container {
+      case array
+      case object(names: Set<String>, expectingName: Bool)
+    }
+    var open: [Container] = []
+    var i = 0
+    while i < bytes.count {
+      switch bytes[i] {
+      case UInt8(ascii: "{"): open.append(.object(names: [], expectingName: true))
+      case UInt8(ascii: "["): open.append(.array)
+      case UInt8(ascii: "}"), UInt8(ascii: "]"): _ = open.popLast()
+      case UInt8(ascii: ","):
+        if case .object(let names, _) = open.last {
+          open[open.count - 1] = .object(names: names, expectingName: true)
+        }
+      case UInt8(ascii: "\""):
+        let start = i
+        var escaped = false
+        i += 1
+        while i < bytes.count && bytes[i] != UInt8(ascii: "\"") {
+          if bytes[i] == UInt8(ascii: "\\") {
+            escaped = true
+            i += 1
+          }
+          i += 1
+        }
+        guard case .object(var names, true) = open.last else { break }
+        let raw = bytes[start...min(i, bytes.count - 1)]
+        let name =
+          escaped
+          ? (try? JSONSerialization.jsonObject(with: Data(raw), options: .fragmentsAllowed))
+            as? String
+          : String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
+        guard let name, names.insert(name).inserted else { return true }
+        open[open.count - 1] = .object(names: names, expectingName: false)
+      default: break
+      }
+      i += 1
+    }
+    return false
   }
 
   static func object(_ data: Data) -> [String: Any]? {
