@@ -153,54 +153,50 @@ public enum JSONReading {
   /// names a member twice. `JSONSerialization` keeps the last silently, other parsers the first:
   /// for signed input (a JWT) whose meaning must not depend on the parser.
   public static func objectWithUniqueMembers(_ bytes: [UInt8]) -> [String: Any]? {
-    guard let object = object(bytes), !hasRepeatedMember(bytes) else { return nil }
+    guard let object = object(bytes), membersWritten(bytes) == membersKept(object) else {
+      return nil
+    }
     return object
   }
 
-  /// Scans JSON that `JSONSerialization` has accepted: a stack of the open containers, each
-  /// object with the member names seen (compared as Swift strings, as the parsed dictionary's keys
-  /// are, so `"a"` and `"\u0061"` are the same name).
-  private static func hasRepeatedMember(_ bytes: [UInt8]) -> Bool {
-    enum Container {
-      case array
-      case object(names: Set<String>, expectingName: Bool)
+  /// How many member names the parsed value kept, in every object at every depth: fewer than
+  /// were written means some name came twice (as the parser compares names, escapes decoded).
+  private static func membersKept(_ value: Any) -> Int {
+    if let object = value as? [String: Any] {
+      return object.values.reduce(object.count) { $0 + membersKept($1) }
     }
-    var open: [Container] = []
+    if let array = value as? [Any] { return array.reduce(0) { $0 + membersKept($1) } }
+    return 0
+  }
+
+  /// How many member names the text writes: strings in name position, found with a stack of
+  /// the open containers (the text is JSON that `JSONSerialization` accepted). Linear.
+  private static func membersWritten(_ bytes: [UInt8]) -> Int {
+    // One entry per open container: whether it is an object, and whether a name comes next.
+    var open: [(isObject: Bool, expectingName: Bool)] = []
+    var count = 0
     var i = 0
     while i < bytes.count {
       switch bytes[i] {
-      case UInt8(ascii: "{"): open.append(.object(names: [], expectingName: true))
-      case UInt8(ascii: "["): open.append(.array)
+      case UInt8(ascii: "{"): open.append((true, true))
+      case UInt8(ascii: "["): open.append((false, false))
       case UInt8(ascii: "}"), UInt8(ascii: "]"): _ = open.popLast()
       case UInt8(ascii: ","):
-        if case .object(let names, _) = open.last {
-          open[open.count - 1] = .object(names: names, expectingName: true)
-        }
+        if let last = open.indices.last, open[last].isObject { open[last].expectingName = true }
       case UInt8(ascii: "\""):
-        let start = i
-        var escaped = false
+        if let last = open.indices.last, open[last].expectingName {
+          count += 1
+          open[last].expectingName = false
+        }
         i += 1
         while i < bytes.count && bytes[i] != UInt8(ascii: "\"") {
-          if bytes[i] == UInt8(ascii: "\\") {
-            escaped = true
-            i += 1
-          }
-          i += 1
+          i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1
         }
-        guard case .object(var names, true) = open.last else { break }
-        let raw = bytes[start...min(i, bytes.count - 1)]
-        let name =
-          escaped
-          ? (try? JSONSerialization.jsonObject(with: Data(raw), options: .fragmentsAllowed))
-            as? String
-          : String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
-        guard let name, names.insert(name).inserted else { return true }
-        open[open.count - 1] = .object(names: names, expectingName: false)
       default: break
       }
       i += 1
     }
-    return false
+    return count
   }
 
   static func object(_ data: Data) -> [String: Any]? {

@@ -175,6 +175,10 @@ final class JWTVerifierTests: XCTestCase {
     XCTAssertNil(JSONReading.objectWithUniqueMembers(Array(#"{"a":1,"a":1}"#.utf8)))
     XCTAssertNotNil(JSONReading.objectWithUniqueMembers(Array(#"{"a":"a","b":{"a":1}}"#.utf8)))
     XCTAssertNotNil(JSONReading.objectWithUniqueMembers(Array(#"{"a\\":1,"a":2}"#.utf8)))
+    XCTAssertNotNil(
+      JSONReading.objectWithUniqueMembers(Array(#"{"a":"{\"a\":[","b":[1,{"a":2}]}"#.utf8)))
+    // Names Swift compares equal (canonical equivalence), written differently.
+    XCTAssertNil(JSONReading.objectWithUniqueMembers(Array("{\"\u{E9}\":1,\"e\u{301}\":2}".utf8)))
     // Padding and spare bits that are not zero: other spellings of the same bytes.
     XCTAssertThrowsError(try parse(#"{"alg":"ES256"}"#, "{}", signature: sig + "="))
     XCTAssertEqual(Base64URL.decodeCanonical("QQ"), [0x41])
