@@ -461,3 +461,18 @@ def test_explain_mint_and_check(emu, gup, proxy_factory, genv, pki, tmp_path, cl
     assert exchanges(emu)[0]["claims"]["sub"] == "explain-sub"
     for text in (out.stdout, out.stderr):
         assert token not in text and token.rsplit(".", 1)[1] not in text
+
+
+def test_sts_error_quoting_the_subject_token_never_shows_it(emu, gup, proxy_factory, genv, pki,
+                                                            tmp_path):
+    """An STS refusal that quotes the subject token in full (a GitHub Actions token is over 1 KB,
+    longer than an error is ever shown): no piece of it reaches the caller or the log."""
+    token = subject_token()
+    (tmp_path / "subject.jwt").write_text(token)
+    path = adc(tmp_path / "wif.json", emu, {"file": str(tmp_path / "subject.jwt")})
+    px = proxy_factory(ext_conf(pki, gup, f"source key-file {path}"), env=genv())
+    emu.token.fail_next(1, "echo_credential")
+    r = fetch(px, gup.url("/oauth/x"))
+    assert_error(r, 503, "token_unavailable", f"STS {emu.sts_url}", "invalid_grant", "[redacted]")
+    for part in [token[:40], *token.split(".")]:
+        assert part not in r.text and part not in px.stderr_text()

@@ -190,3 +190,17 @@ def test_auth_token_sends_the_same_cached_token_as_bearer(gh_proxy, github):
     assert r.status == 200 and r.json()["scheme"] == "basic"
     assert github.mint_count() == 1
     issued_tokens_absent(px, github)
+
+
+def test_a_refusal_quoting_the_app_jwt_never_shows_it(gh_proxy, github):
+    """The app JWT authenticates as the App itself (any installation, for 10 minutes): if GitHub,
+    or whatever answers in its place, quotes it back, the 503 and the log show `[redacted]`."""
+    github.refusal_quoting_authorization = "Bad credentials: {authorization} (check the App ID)"
+    px = gh_proxy()
+    r = fetch(px, github.url + "/repos/myorg/deploy")
+    assert_refused(r, 503, "token_unavailable")
+    text = r.body.decode()
+    assert "401" in text and "Bad credentials" in text and "[redacted]" in text, text
+    jwt = github.rejections[-1].removeprefix("Bearer ")
+    for part in [jwt[:40], *jwt.split(".")]:
+        assert part not in text and part not in px.stderr_text()

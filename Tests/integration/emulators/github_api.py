@@ -63,6 +63,9 @@ class GitHubAPI:
         self.api_calls: List[Dict[str, Any]] = []
         self.lifetime = 3600  # seconds from mint to expires_at
         self.mint_delay = 0.0
+        # When set, a mint is refused with 401 and this message, "{authorization}" replaced by the
+        # Authorization header it carried (as a careless front proxy of GitHub Enterprise might).
+        self.refusal_quoting_authorization: Optional[str] = None
         self.lock = threading.Lock()
         self._server: Optional[http.server.ThreadingHTTPServer] = None
 
@@ -136,6 +139,12 @@ class GitHubAPI:
                 raw = self._body()
                 if not m:
                     return self.api_call("POST")
+                if api.refusal_quoting_authorization:
+                    sent = self.headers.get("Authorization") or ""
+                    with api.lock:
+                        api.rejections.append(sent)
+                    message = api.refusal_quoting_authorization.replace("{authorization}", sent)
+                    return self.send_json(401, {"message": message})
                 try:
                     claims = api.check_app_jwt(self.headers.get("Authorization"))
                 except (ValueError, json.JSONDecodeError) as exc:
