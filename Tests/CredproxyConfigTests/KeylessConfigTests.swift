@@ -127,6 +127,13 @@ final class KeylessConfigTests: XCTestCase {
       ])
     XCTAssertEqual(
       diagnostics(
+        "credentials gh {\n  source github-app app-id 1 installation-id 2 private-key env:K api-url https://ghe.example.com/api/v3?x=1\n}\n"
+      ),
+      [
+        "proxy.conf:2:74: api-url has a query; expected the API's base URL, e.g. https://HOST/api/v3"
+      ])
+    XCTAssertEqual(
+      diagnostics(
         "credentials gh {\n  source github-app app-id 1 app-id 2 installation-id 2 private-key env:K\n}\n"
       ),
       ["proxy.conf:2:30: duplicate app-id in source github-app; expected it once"])

@@ -315,6 +315,11 @@ extension ParseSession {
     if let t = values["api-url"]?.first {
       if let url = secureURL(t, what: "api-url") {
         api = url.hasSuffix("/") ? String(url.dropLast()) : url
+        // The token path is appended to it: a query would swallow that path.
+        if url.contains("?") {
+          error(t, "api-url has a query; expected the API's base URL, e.g. https://HOST/api/v3")
+          ok = false
+        }
       } else {
         ok = false
       }
