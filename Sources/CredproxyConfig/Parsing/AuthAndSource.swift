@@ -313,13 +313,8 @@ extension ParseSession {
     let key = secret(values["private-key"]![0])
     var api = GitHubAppSpec.defaultAPIURL
     if let t = values["api-url"]?.first {
-      if let url = secureURL(t, what: "api-url") {
+      if let url = secureBaseURL(t, what: "api-url", example: "https://HOST/api/v3") {
         api = url.hasSuffix("/") ? String(url.dropLast()) : url
-        // The token path is appended to it: a query would swallow that path.
-        if url.contains("?") {
-          error(t, "api-url has a query; expected the API's base URL, e.g. https://HOST/api/v3")
-          ok = false
-        }
       } else {
         ok = false
       }
