@@ -432,3 +432,20 @@ def test_discovery_must_name_the_issuer_and_a_secure_jwks_uri(oidc_proxy, issuer
     assert_refused(r, 503, "identity_unavailable")
     assert "jwks_uri http://192.0.2.10/jwks must be an https:// URL" in r.body.decode()
     assert rs.jwks_fetches == 0
+
+
+def test_two_proxy_authorization_headers_are_refused(oidc_proxy, issuers, upstream):
+    """One request, one caller: with two credentials, which one counts would depend on who
+    reads the head (a front proxy may take the last), so neither does."""
+    rs, _ = issuers
+    px = oidc_proxy()
+    dev = good(rs, ref="refs/heads/dev")  # `tests`, not `deploy`
+    main = good(rs)  # `deploy`
+    url = upstream.url("/deploy/echo/two")
+    for pair in [[bearer(dev), bearer(main)], [bearer(main), bearer(dev)],
+                 [basic("ops", PASSWORD), bearer(main)]]:
+        r = fetch(px, url, pair)
+        assert_refused(r, 400, "bad_request")
+        assert "Proxy-Authorization" in r.body.decode()
+    assert not upstream.requests_matching("/deploy/echo/two")
+    assert fetch(px, url, [bearer(main)]).status == 200
