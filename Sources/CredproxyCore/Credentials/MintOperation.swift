@@ -271,7 +271,18 @@ final class MintOperation {
       case .success(var response):
         response.body = Self.redacting(sent, in: response.body)
         done(
-          parse(response).mapError { error in
+          parse(response).flatMap { token in
+            // The token goes into a header as it is: CR LF would add headers (or a second
+            // request) to the upstream call, whoever issued it.
+            guard ProgramTokenOutput.isHeaderSafe(token.value) else {
+              return .failure(
+                .classified(
+                  status: response.status, error: "invalid_response",
+                  errorDescription:
+                    "the token has characters a header cannot carry (expected visible ASCII)"))
+            }
+            return .success(token)
+          }.mapError { error in
             var e = error.sanitized(secrets: sent)
             e.source = source
             return e
