@@ -163,6 +163,8 @@ final class JWTVerifierTests: XCTestCase {
     XCTAssertNoThrow(try parse(#"{"alg":"ES256"}"#, #"{"a":{"b":1},"c":[{"b":2},{"b":3}]}"#))
     for (header, claims) in [
       (#"{"alg":"ES256","alg":"ES256"}"#, #"{"exp":1}"#),
+      (#"{"alg":"ES256","kid":1}"#, #"{"exp":1}"#),
+      (#"{"alg":"ES256","kid":null}"#, #"{"exp":1}"#),
       (#"{"alg":"ES256"}"#, #"{"exp":1,"exp":2}"#),
       (#"{"alg":"ES256"}"#, #"{"exp":1,"\u0065xp":2}"#),
       (#"{"alg":"ES256"}"#, #"{"x":{"y":1,"y":1}}"#),

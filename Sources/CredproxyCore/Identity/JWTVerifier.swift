@@ -130,7 +130,9 @@ struct SignedToken {
       let signature = Base64URL.decodeCanonical(parts[2]),
       let header = JSONReading.objectWithUniqueMembers(headerBytes),
       let claims = JSONReading.objectWithUniqueMembers(payload),
-      let alg = header["alg"] as? String
+      let alg = header["alg"] as? String,
+      // A `kid` that is not a string is not "no kid" (which may pick the issuer's only key).
+      header["kid"] == nil || header["kid"] is String
     else { throw .malformed }
     guard acceptedAlgorithms.contains(alg) else { throw .algorithm(alg) }
     // A token that asks for critical extensions we do not implement must be refused (RFC 7515).
