@@ -16,6 +16,13 @@ public enum Base64URL {
       })
   }
 
+  /// The one spelling JWS allows (RFC 7515 §2): unpadded, spare bits zero. nil for anything
+  /// else, so a signed token has exactly one text form.
+  public static func decodeCanonical(_ text: some StringProtocol) -> [UInt8]? {
+    guard !text.contains("="), let bytes = decode(text), encode(bytes) == text else { return nil }
+    return bytes
+  }
+
   /// Decodes padded or unpadded base64url; nil on any character outside the alphabet.
   public static func decode(_ text: some StringProtocol) -> [UInt8]? {
     var standard = ""
@@ -133,13 +140,63 @@ public indirect enum JSONValue: Sendable, Equatable {
 }
 
 /// Reading loosely typed JSON produced by `JSONSerialization`.
-enum JSONReading {
+public enum JSONReading {
   /// The top-level object, or nil when the bytes are not a JSON object.
   static func object(_ bytes: [UInt8]) -> [String: Any]? {
     guard !bytes.isEmpty,
       let value = try? JSONSerialization.jsonObject(with: Data(bytes), options: [])
     else { return nil }
     return value as? [String: Any]
+  }
+
+  /// The top-level object, or nil when the bytes are not a JSON object or any object in them
+  /// names a member twice. `JSONSerialization` keeps the last silently, other parsers the first:
+  /// for signed input (a JWT) whose meaning must not depend on the parser.
+  public static func objectWithUniqueMembers(_ bytes: [UInt8]) -> [String: Any]? {
+    guard let object = object(bytes), membersWritten(bytes) == membersKept(object) else {
+      return nil
+    }
+    return object
+  }
+
+  /// How many member names the parsed value kept, in every object at every depth: fewer than
+  /// were written means some name came twice (as the parser compares names, escapes decoded).
+  private static func membersKept(_ value: Any) -> Int {
+    if let object = value as? [String: Any] {
+      return object.values.reduce(object.count) { $0 + membersKept($1) }
+    }
+    if let array = value as? [Any] { return array.reduce(0) { $0 + membersKept($1) } }
+    return 0
+  }
+
+  /// How many member names the text writes: strings in name position, found with a stack of
+  /// the open containers (the text is JSON that `JSONSerialization` accepted). Linear.
+  private static func membersWritten(_ bytes: [UInt8]) -> Int {
+    // One entry per open container: whether it is an object, and whether a name comes next.
+    var open: [(isObject: Bool, expectingName: Bool)] = []
+    var count = 0
+    var i = 0
+    while i < bytes.count {
+      switch bytes[i] {
+      case UInt8(ascii: "{"): open.append((true, true))
+      case UInt8(ascii: "["): open.append((false, false))
+      case UInt8(ascii: "}"), UInt8(ascii: "]"): _ = open.popLast()
+      case UInt8(ascii: ","):
+        if let last = open.indices.last, open[last].isObject { open[last].expectingName = true }
+      case UInt8(ascii: "\""):
+        if let last = open.indices.last, open[last].expectingName {
+          count += 1
+          open[last].expectingName = false
+        }
+        i += 1
+        while i < bytes.count && bytes[i] != UInt8(ascii: "\"") {
+          i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1
+        }
+      default: break
+      }
+      i += 1
+    }
+    return count
   }
 
   static func object(_ data: Data) -> [String: Any]? {

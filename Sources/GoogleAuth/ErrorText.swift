@@ -27,7 +27,7 @@ public enum ErrorText {
   }
 
   /// The strings to look for, longest first (a secret containing another is redacted whole).
-  static func needles(_ secrets: [String]) -> [String] {
+  public static func needles(_ secrets: [String]) -> [String] {
     var found = Set<String>()
     for secret in secrets {
       let trimmed = secret.trimmingWhitespace()

@@ -35,6 +35,14 @@ final class KeylessConfigTests: XCTestCase {
       [
         "proxy.conf:2:15: oidc issuer must use https unless its host is loopback (127.0.0.0/8, ::1, localhost); expected https://…"
       ])
+    // OpenID Connect: an issuer has no query or fragment (its discovery path is appended).
+    for issuer in ["https://i.example.com/?tenant=x", "\"https://i.example.com/#x\""] {
+      XCTAssertEqual(
+        diagnostics("client a {\n  oidc issuer \(issuer) audience x\n}\n"),
+        [
+          "proxy.conf:2:15: oidc issuer has a query or fragment; expected a base URL like https://token.actions.githubusercontent.com"
+        ])
+    }
     XCTAssertEqual(
       diagnostics("client a {\n  oidc issuer https://i.example.com\n}\n"),
       [
@@ -124,6 +132,13 @@ final class KeylessConfigTests: XCTestCase {
       ),
       [
         "proxy.conf:2:74: api-url must use https unless its host is loopback (127.0.0.0/8, ::1, localhost); expected https://…"
+      ])
+    XCTAssertEqual(
+      diagnostics(
+        "credentials gh {\n  source github-app app-id 1 installation-id 2 private-key env:K api-url https://ghe.example.com/api/v3?x=1\n}\n"
+      ),
+      [
+        "proxy.conf:2:74: api-url has a query or fragment; expected a base URL like https://HOST/api/v3"
       ])
     XCTAssertEqual(
       diagnostics(

@@ -116,10 +116,12 @@ final class JWTVerifierTests: XCTestCase {
     let es = try SignedToken.parse(
       try token(["alg": "ES256", "kid": "e1"], claims, key: ecPEM, ec: true))
     XCTAssertTrue(es.verified(by: keys))
-    // Without a kid, any key of the right type is tried.
-    XCTAssertTrue(
-      try SignedToken.parse(try token(["alg": "ES256"], claims, key: ecPEM, ec: true)).verified(
-        by: keys))
+    // Without a kid, the issuer's only key of the right type decides; with two, none does.
+    let noKid = try SignedToken.parse(try token(["alg": "ES256"], claims, key: ecPEM, ec: true))
+    XCTAssertTrue(noKid.verified(by: keys))
+    let (_, secondEC) = try ecKey(kid: "e2")
+    XCTAssertFalse(noKid.verified(by: keys + [VerificationKey.fromJWK(secondEC)!]))
+    XCTAssertFalse(noKid.hasCandidate(in: keys + [VerificationKey.fromJWK(secondEC)!]))
     // Claims changed after signing.
     let parts = try token(["alg": "RS256", "kid": "r1"], claims, key: rsaPEM).split(separator: ".")
     let other = Base64URL.encode(
@@ -149,6 +151,42 @@ final class JWTVerifierTests: XCTestCase {
     let crit = Base64URL.encode(Array(#"{"alg":"RS256","crit":["x"]}"#.utf8))
     XCTAssertThrowsError(try SignedToken.parse("\(crit).\(claims).AAAA"))
     XCTAssertThrowsError(try SignedToken.parse("a.b"))
+  }
+
+  func testRepeatedMembersAndNonCanonicalBase64URLAreMalformed() throws {
+    let sig = Base64URL.encode([UInt8](repeating: 7, count: 64))
+    func parse(_ header: String, _ claims: String, signature: String = sig) throws -> SignedToken {
+      try SignedToken.parse(
+        "\(Base64URL.encode(Array(header.utf8))).\(Base64URL.encode(Array(claims.utf8))).\(signature)"
+      )
+    }
+    XCTAssertNoThrow(try parse(#"{"alg":"ES256"}"#, #"{"a":{"b":1},"c":[{"b":2},{"b":3}]}"#))
+    for (header, claims) in [
+      (#"{"alg":"ES256","alg":"ES256"}"#, #"{"exp":1}"#),
+      (#"{"alg":"ES256","kid":1}"#, #"{"exp":1}"#),
+      (#"{"alg":"ES256","kid":null}"#, #"{"exp":1}"#),
+      (#"{"alg":"ES256"}"#, #"{"exp":1,"exp":2}"#),
+      (#"{"alg":"ES256"}"#, #"{"exp":1,"\u0065xp":2}"#),
+      (#"{"alg":"ES256"}"#, #"{"x":{"y":1,"y":1}}"#),
+      (#"{"alg":"ES256"}"#, #"{"x":[{"y":"\"","y":1}]}"#),
+    ] {
+      XCTAssertThrowsError(try parse(header, claims), claims) { error in
+        XCTAssertEqual(error as? SignedToken.Failure, .malformed)
+      }
+    }
+    XCTAssertNil(JSONReading.objectWithUniqueMembers(Array(#"{"a":1,"a":1}"#.utf8)))
+    XCTAssertNotNil(JSONReading.objectWithUniqueMembers(Array(#"{"a":"a","b":{"a":1}}"#.utf8)))
+    XCTAssertNotNil(JSONReading.objectWithUniqueMembers(Array(#"{"a\\":1,"a":2}"#.utf8)))
+    XCTAssertNotNil(
+      JSONReading.objectWithUniqueMembers(Array(#"{"a":"{\"a\":[","b":[1,{"a":2}]}"#.utf8)))
+    // Names Swift compares equal (canonical equivalence), written differently.
+    XCTAssertNil(JSONReading.objectWithUniqueMembers(Array("{\"\u{E9}\":1,\"e\u{301}\":2}".utf8)))
+    // Padding and spare bits that are not zero: other spellings of the same bytes.
+    XCTAssertThrowsError(try parse(#"{"alg":"ES256"}"#, "{}", signature: sig + "="))
+    XCTAssertEqual(Base64URL.decodeCanonical("QQ"), [0x41])
+    XCTAssertNil(Base64URL.decodeCanonical("QR"))
+    XCTAssertNil(Base64URL.decodeCanonical("QQ=="))
+    XCTAssertNil(Base64URL.decodeCanonical("Q+"))
   }
 
   func testUnusableJWKsAreSkipped() throws {

@@ -332,6 +332,20 @@ def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05)
         time.sleep(interval)
 
 
+def non_loopback_ip() -> str | None:
+    """This machine's outgoing IPv4 address (not loopback), or None."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("10.255.255.255", 1))  # no packet is sent; just picks the outgoing address
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
+
+
 def assert_error(r: Response, status: int, code: str | tuple[str, ...], *needles: str) -> None:
     codes = (code,) if isinstance(code, str) else code
     assert r.status == status, r

@@ -35,6 +35,7 @@ from google_support import (  # noqa: F401 - fixtures
     genv,
     gtmp,
     gup,
+    non_loopback_ip,
     reset_emu,
     route,
     start_refresh_scenario_early,
@@ -461,3 +462,66 @@ def test_explain_mint_and_check(emu, gup, proxy_factory, genv, pki, tmp_path, cl
     assert exchanges(emu)[0]["claims"]["sub"] == "explain-sub"
     for text in (out.stdout, out.stderr):
         assert token not in text and token.rsplit(".", 1)[1] not in text
+
+
+def test_sts_error_quoting_the_subject_token_never_shows_it(emu, gup, proxy_factory, genv, pki,
+                                                            tmp_path):
+    """An STS refusal that quotes the subject token in full (a GitHub Actions token is over 1 KB,
+    longer than an error is ever shown): no piece of it reaches the caller or the log."""
+    token = subject_token()
+    (tmp_path / "subject.jwt").write_text(token)
+    path = adc(tmp_path / "wif.json", emu, {"file": str(tmp_path / "subject.jwt")})
+    px = proxy_factory(ext_conf(pki, gup, f"source key-file {path}"), env=genv())
+    emu.token.fail_next(1, "echo_credential")
+    r = fetch(px, gup.url("/oauth/x"))
+    assert_error(r, 503, "token_unavailable", f"STS {emu.sts_url}", "invalid_grant", "[redacted]")
+    for part in [token[:40], *token.split(".")]:
+        assert part not in r.text and part not in px.stderr_text()
+
+
+@pytest.mark.parametrize("field", ["token_url", "service_account_impersonation_url",
+                                   "credential_source.url"])
+def test_plain_http_endpoint_off_loopback_gets_nothing(emu, gup, proxy_factory, genv, pki,
+                                                       tmp_path, field):
+    """The one rule for where credentials go: https, or http to loopback. A subject token, an STS
+    token or a url source's request token must never cross the network in clear."""
+    ip = non_loopback_ip()
+    if ip is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _any(self):  # noqa: N802
+            seen.append(self.path)
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _any
+
+    server = socketserver.ThreadingTCPServer(("0.0.0.0", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://{ip}:{server.server_address[1]}"
+        (tmp_path / "subject.jwt").write_text(subject_token())
+        source: dict = {"file": str(tmp_path / "subject.jwt")}
+        extra: dict = {}
+        if field == "token_url":
+            extra["token_url"] = base + "/v1/token"
+        elif field == "service_account_impersonation_url":
+            extra["service_account_impersonation_url"] = (
+                f"{base}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken")
+        else:
+            source = {"url": base + "/token", "headers": {"Authorization": "Bearer req-secret-1234"}}
+        path = adc(tmp_path / "wif.json", emu, source, **extra)
+        px = proxy_factory(ext_conf(pki, gup, f"source key-file {path}"), env=genv())
+        r = fetch(px, gup.url("/oauth/x"), timeout=30)
+        assert seen == [], f"sent over plain http to {base}: {seen}"
+        assert_error(r, 503, ("credential_unavailable", "token_unavailable"), field, "https")
+        assert not exchanges(emu)
+    finally:
+        server.shutdown()
+        server.server_close()

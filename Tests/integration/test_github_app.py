@@ -190,3 +190,34 @@ def test_auth_token_sends_the_same_cached_token_as_bearer(gh_proxy, github):
     assert r.status == 200 and r.json()["scheme"] == "basic"
     assert github.mint_count() == 1
     issued_tokens_absent(px, github)
+
+
+def test_a_refusal_quoting_the_app_jwt_never_shows_it(gh_proxy, github):
+    """The app JWT authenticates as the App itself (any installation, for 10 minutes): if GitHub,
+    or whatever answers in its place, quotes it back, the 503 and the log show `[redacted]`."""
+    github.refusal_quoting_authorization = "Bad credentials: {authorization} (check the App ID)"
+    px = gh_proxy()
+    r = fetch(px, github.url + "/repos/myorg/deploy")
+    assert_refused(r, 503, "token_unavailable")
+    text = r.body.decode()
+    assert "401" in text and "Bad credentials" in text and "[redacted]" in text, text
+    jwt = github.rejections[-1].removeprefix("Bearer ")
+    for part in [jwt[:40], *jwt.split(".")]:
+        assert part not in text and part not in px.stderr_text()
+
+
+def test_a_minted_token_a_header_cannot_carry_is_refused(gh_proxy, github):
+    """Whatever answers at the token URL hands out a token with CR LF in it: sent on, it would
+    add headers (or a second request) to the upstream call. It is a failed mint instead."""
+    github.token_suffix = "\r\nX-Injected: 1"
+    px = gh_proxy()
+    r = fetch(px, github.url + "/bearer/repos/myorg/deploy")
+    assert_refused(r, 503, "token_unavailable")
+    assert "gh" in r.body.decode() and "header" in r.body.decode(), r
+    assert github.api_calls == []
+    github.token_suffix = " spaced"
+    time.sleep(1.2)  # past the first backoff
+    r = fetch(px, github.url + "/bearer/repos/myorg/deploy")
+    assert_refused(r, 503, "token_unavailable")
+    assert github.api_calls == []
+    issued_tokens_absent(px, github)

@@ -22,6 +22,7 @@ from google_support import (  # noqa: F401 - fixtures
     gtmp,
     gup,
     new_sa,
+    non_loopback_ip,
     new_user,
     reset_emu,
     route,
@@ -218,26 +219,13 @@ def test_malformed_key_file_is_credential_unavailable(emu, gup, proxy_factory, g
     assert_error(r, 503, "credential_unavailable", str(unknown), '"subject_token_type"')
 
 
-def _non_loopback_ip() -> str | None:
-    import socket
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("10.255.255.255", 1))  # no packet is sent; just picks the outgoing address
-        ip = s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
-
-
 @pytest.mark.parametrize("kind", ["service_account", "authorized_user", "impersonated_service_account"])
 def test_key_file_endpoint_over_plain_http_off_loopback_is_refused(emu, gup, proxy_factory, genv, pki, kind):
     """Token URLs may be http only on loopback: a key file whose token_uri (or impersonation URL)
     is http:// to another address must not get an assertion, refresh token or bearer token sent
     there in cleartext."""
     from emulators import IAMServer, TokenServer
-    ip = _non_loopback_ip()
+    ip = non_loopback_ip()
     if ip is None:
         pytest.skip("no non-loopback IPv4 address on this machine")
     cls = IAMServer if kind == "impersonated_service_account" else TokenServer

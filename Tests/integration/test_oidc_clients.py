@@ -296,3 +296,156 @@ route localhost:{upstream_port} {
     assert records and records[-1]["client"] == "deploy"
     assert records[-1]["client_claims"] == ["repository=myorg/deploy"]
     assert token not in audit.read_text()
+
+
+def raw_token(header_json: str, claims_json: str, sign, pad: bool = False) -> str:
+    """A compact JWS from JSON text as given (duplicate members survive); ``pad`` keeps the
+    base64 ``=`` padding JOSE forbids."""
+    def b64(data: bytes) -> str:
+        text = base64.urlsafe_b64encode(data).decode()
+        return text if pad else text.rstrip("=")
+    h, c = b64(header_json.encode()), b64(claims_json.encode())
+    return f"{h}.{c}.{b64(sign(f'{h}.{c}'.encode()))}"
+
+
+def test_duplicate_json_members_in_header_or_claims_are_refused(oidc_proxy, issuers, upstream):
+    """JSON parsers disagree on a repeated member (first wins, last wins, error): a token whose
+    meaning depends on the parser is refused, even though the issuer signed it."""
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/deploy/echo/dup")
+    assert fetch(px, url, [bearer(good(rs))]).status == 200  # keys are loaded
+    kid, now = rs.key.kid, int(time.time())
+    head = f'{{"alg":"RS256","kid":"{kid}"}}'
+    body = (f'{{"iss":"{rs.url}","aud":"credproxy-itest","exp":{now + 300},'
+            f'"ref":"refs/heads/main","repository":"myorg/deploy"}}')
+    assert fetch(px, url, [bearer(raw_token(head, body, rs.key.sign))]).status == 200
+    repeated_claim = body.replace('"repository"', '"repository":"myorg/other","repository"')
+    escaped_repeat = body.replace('"repository"', '"repository":"myorg/other","repo\\u0073itory"')
+    repeated_alg = f'{{"alg":"none","kid":"{kid}","alg":"RS256"}}'
+    for h, c in [(head, repeated_claim), (head, escaped_repeat), (repeated_alg, body)]:
+        r = fetch(px, url, [bearer(raw_token(h, c, rs.key.sign))])
+        assert_refused(r, 407, "proxy_auth_required")
+        assert "malformed" in r.body.decode(), r
+
+
+def test_padded_or_non_canonical_base64url_is_refused(oidc_proxy, issuers, upstream):
+    """JWS segments are unpadded base64url (RFC 7515 §2): padding, and spare bits that are not
+    zero, would give one signature many spellings."""
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/deploy/echo/b64")
+    token = good(rs)
+    assert fetch(px, url, [bearer(token)]).status == 200
+    head, body, sig = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # A 256-byte signature leaves 4 spare bits in its last character: flip one.
+    respelled = sig[:-1] + alphabet[alphabet.index(sig[-1]) ^ 1]
+    now = int(time.time())
+    signed_padded = raw_token(
+        f'{{"alg":"RS256","kid":"{rs.key.kid}"}}',
+        f'{{"iss":"{rs.url}","aud":"credproxy-itest","exp":{now + 300},'
+        f'"repository":"myorg/deploy","ref":"refs/heads/main"}}', rs.key.sign, pad=True)
+    assert "=" in signed_padded
+    for bad in [f"{head}.{body}.{sig}==", f"{head}.{body}.{respelled}", signed_padded]:
+        r = fetch(px, url, [bearer(bad)])
+        assert_refused(r, 407, "proxy_auth_required")
+        assert "malformed" in r.body.decode(), r
+
+
+def test_a_token_without_kid_needs_an_issuer_with_one_key_of_its_type(oidc_proxy, issuers,
+                                                                     upstream):
+    """Without a `kid` the token does not say which key signed it: with one key of the type that
+    key decides; with several, the token is refused (as jose does), not tried against each."""
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/deploy/echo/nokid")
+    claims = {"iss": rs.url, "aud": "credproxy-itest", "repository": "myorg/deploy",
+              "ref": "refs/heads/main", "exp": int(time.time()) + 300}
+    assert fetch(px, url, [bearer(encode({"alg": "RS256"}, claims, rs.key.sign))]).status == 200
+    first = rs.key
+    with rs.lock:
+        rs.keys = [first, SigningKey("RS256")]
+    time.sleep(5.3)  # past the refetch interval, so an unknown kid fetches the two-key JWKS
+    assert fetch(px, url, [bearer(good(rs))]).status == 200
+    assert rs.jwks_fetches == 2
+    for key in rs.keys:
+        r = fetch(px, url, [bearer(encode({"alg": "RS256"}, claims, key.sign))])
+        assert_refused(r, 407, "proxy_auth_required")
+        assert "kid" in r.body.decode(), r
+    # Each key still works with its kid.
+    assert fetch(px, url, [bearer(rs.token(key=first, aud="credproxy-itest",
+                                           repository="myorg/deploy",
+                                           ref="refs/heads/main"))]).status == 200
+
+
+def test_es256_signature_in_der_form_is_refused(oidc_proxy, issuers, upstream):
+    """JOSE's ES256 signature is r||s, 64 bytes; the DER form other APIs produce is not a JWS."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    _, es = issuers
+    px = oidc_proxy()
+    url = upstream.url("/tests/echo/der")
+    assert fetch(px, url, [bearer(es.token(aud="credproxy-itest"))]).status == 200
+    claims = {"iss": es.url, "aud": "credproxy-itest", "exp": int(time.time()) + 300}
+    der = encode({"alg": "ES256", "kid": es.key.kid}, claims,
+                 lambda data: es.key.key.sign(data, ec.ECDSA(hashes.SHA256())))
+    r = fetch(px, url, [bearer(der)])
+    assert_refused(r, 407, "proxy_auth_required")
+    assert "signature" in r.body.decode()
+
+
+def test_time_claims_must_be_numbers_and_exp_is_required(oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/tests/echo/time")
+    now = int(time.time())
+    assert fetch(px, url, [bearer(good(rs, exp=now + 300.5))]).status == 200  # NumericDate
+    for claims in [{"exp": str(now + 300)}, {"exp": True}, {"exp": None}, {"exp": [now + 300]},
+                   {"nbf": str(now)}, {"nbf": True}]:
+        r = fetch(px, url, [bearer(good(rs, **claims))])
+        assert_refused(r, 407, "proxy_auth_required")
+    key = rs.key
+    no_exp = encode({"alg": "RS256", "kid": key.kid},
+                    {"iss": rs.url, "aud": "credproxy-itest", "repository": "myorg/deploy"},
+                    key.sign)
+    r = fetch(px, url, [bearer(no_exp)])
+    assert_refused(r, 407, "proxy_auth_required")
+    assert "exp" in r.body.decode()
+    # A claim that is an array holding the configured value is not that value.
+    r = fetch(px, url, [bearer(good(rs, repository=["myorg/deploy"]))])
+    assert_refused(r, 407, "proxy_auth_required")
+
+
+def test_discovery_must_name_the_issuer_and_a_secure_jwks_uri(oidc_proxy, issuers, upstream):
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/tests/echo/disco")
+    rs.discovery_overrides = {"issuer": rs.url + "/"}
+    r = fetch(px, url, [bearer(good(rs))])
+    assert_refused(r, 503, "identity_unavailable")
+    assert "names another issuer" in r.body.decode()
+    assert rs.jwks_fetches == 0
+    time.sleep(5.3)
+    rs.discovery_overrides = {"jwks_uri": "http://192.0.2.10/jwks"}
+    r = fetch(px, url, [bearer(good(rs))])
+    assert_refused(r, 503, "identity_unavailable")
+    assert "jwks_uri http://192.0.2.10/jwks must be an https:// URL" in r.body.decode()
+    assert rs.jwks_fetches == 0
+
+
+def test_two_proxy_authorization_headers_are_refused(oidc_proxy, issuers, upstream):
+    """One request, one caller: with two credentials, which one counts would depend on who
+    reads the head (a front proxy may take the last), so neither does."""
+    rs, _ = issuers
+    px = oidc_proxy()
+    dev = good(rs, ref="refs/heads/dev")  # `tests`, not `deploy`
+    main = good(rs)  # `deploy`
+    url = upstream.url("/deploy/echo/two")
+    for pair in [[bearer(dev), bearer(main)], [bearer(main), bearer(dev)],
+                 [basic("ops", PASSWORD), bearer(main)]]:
+        r = fetch(px, url, pair)
+        assert_refused(r, 400, "bad_request")
+        assert "Proxy-Authorization" in r.body.decode()
+    assert not upstream.requests_matching("/deploy/echo/two")
+    assert fetch(px, url, [bearer(main)]).status == 200

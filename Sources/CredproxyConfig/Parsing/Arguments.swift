@@ -67,6 +67,17 @@ extension ParseSession {
     }
   }
 
+  /// A `secureURL` that paths are appended to (an API base, an OIDC issuer): no query or
+  /// fragment, which would swallow the path.
+  mutating func secureBaseURL(_ t: Token, what: String, example: String) -> String? {
+    guard let url = secureURL(t, what: what) else { return nil }
+    if url.contains("?") || url.contains("#") {
+      error(t, "\(what) has a query or fragment; expected a base URL like \(example)")
+      return nil
+    }
+    return url
+  }
+
   /// A `listen` or `admin` address: an IP literal or `localhost`, with a port (0 allowed).
   mutating func bindAddress(_ t: Token, what: String) -> ListenAddress? {
     do {

@@ -313,7 +313,7 @@ extension ParseSession {
     let key = secret(values["private-key"]![0])
     var api = GitHubAppSpec.defaultAPIURL
     if let t = values["api-url"]?.first {
-      if let url = secureURL(t, what: "api-url") {
+      if let url = secureBaseURL(t, what: "api-url", example: "https://HOST/api/v3") {
         api = url.hasSuffix("/") ? String(url.dropLast()) : url
       } else {
         ok = false

@@ -463,7 +463,9 @@ extension ParseSession {
         }
         if k == "audience" {
           audience = v.text
-        } else if let url = secureURL(v, what: "oidc issuer") {
+        } else if let url = secureBaseURL(
+          v, what: "oidc issuer", example: "https://token.actions.githubusercontent.com")
+        {
           issuer = url
         } else {
           ok = false

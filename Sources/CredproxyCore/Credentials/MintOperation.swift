@@ -81,8 +81,10 @@ final class MintOperation {
       }
       let spec = TokenRequests.jwtBearerGrant(
         tokenURI: signer.account.tokenURI, assertion: assertion)
-      send(spec, timeoutMs: 10_000, source: "token endpoint \(signer.account.tokenURI)", done) {
-        response in
+      send(
+        spec, timeoutMs: 10_000, source: "token endpoint \(signer.account.tokenURI)",
+        secrets: [assertion], done
+      ) { response in
         idToken
           ? TokenResponses.idToken(status: response.status, body: response.body)
           : TokenResponses.accessToken(
@@ -152,11 +154,12 @@ final class MintOperation {
         case .success(let subjectToken):
           let spec = TokenRequests.stsExchange(
             account, subjectToken: subjectToken, scopes: request.scopes)
-          send(spec, timeoutMs: 10_000, source: "STS \(account.tokenURL)", done) { response in
-            // An STS error could quote what it was given: never let the subject token through.
+          send(
+            spec, timeoutMs: 10_000, source: "STS \(account.tokenURL)", secrets: [subjectToken],
+            done
+          ) { response in
             TokenResponses.accessToken(
-              status: response.status, body: response.body, requestTime: now
-            ).mapError { $0.sanitized(secrets: [subjectToken]) }
+              status: response.status, body: response.body, requestTime: now)
           }
         }
       }
@@ -252,16 +255,35 @@ final class MintOperation {
     }
   }
 
+  /// Sends `spec` and parses the answer. An endpoint may quote what it was sent (a careless
+  /// server, or whatever answers in its place): the credential in the request's `Authorization`
+  /// (an app JWT, a source token) and `secrets` (what the body carries: an assertion, a subject
+  /// token) are redacted from the answer before any of it is parsed or cut short, and from the
+  /// error made of it.
   private func send(
-    _ spec: HTTPRequestSpec, timeoutMs: Int, source: String, _ done: @escaping Completion,
+    _ spec: HTTPRequestSpec, timeoutMs: Int, source: String, secrets: [String] = [],
+    _ done: @escaping Completion,
     parse: @escaping (FetchTransfer.Response) -> Result<MintedToken, TokenEndpointError>
   ) {
+    let sent = secrets + Self.authorizationCredential(spec)
     broker.transport.fetch(spec, timeoutMs, context) { result in
       switch result {
-      case .success(let response):
+      case .success(var response):
+        response.body = Self.redacting(sent, in: response.body)
         done(
-          parse(response).mapError { error in
-            var e = error
+          parse(response).flatMap { token in
+            // The token goes into a header as it is: CR LF would add headers (or a second
+            // request) to the upstream call, whoever issued it.
+            guard ProgramTokenOutput.isHeaderSafe(token.value) else {
+              return .failure(
+                .classified(
+                  status: response.status, error: "invalid_response",
+                  errorDescription:
+                    "the token has characters a header cannot carry (expected visible ASCII)"))
+            }
+            return .success(token)
+          }.mapError { error in
+            var e = error.sanitized(secrets: sent)
             e.source = source
             return e
           })
@@ -269,5 +291,25 @@ final class MintOperation {
         done(.failure(.transport("\(error.code): \(error.message)", source: source)))
       }
     }
+  }
+
+  /// The credential an `Authorization` header carries, without its scheme word.
+  static func authorizationCredential(_ spec: HTTPRequestSpec) -> [String] {
+    spec.headers.compactMap { name, value in
+      guard name.lowercased() == "authorization" else { return nil }
+      return value.split(separator: " ", maxSplits: 1).last.map(String.init)
+    }
+  }
+
+  /// `body` with every secret (of `ErrorText`'s minimum length) replaced by `[redacted]`.
+  static func redacting(_ secrets: [String], in body: [UInt8]) -> [UInt8] {
+    var out = body
+    for secret in ErrorText.needles(secrets) {
+      let needle = Array(secret.utf8)
+      if out.firstRange(of: needle) != nil {
+        out = out.replacing(needle, with: Array(ErrorText.redacted.utf8))
+      }
+    }
+    return out
   }
 }

@@ -52,28 +52,36 @@ public enum TokenProbe {
     let loop = EventLoop(index: 0)
     let outcome = Mutex<Result<MintedToken, MintFailure>?>(nil)
     let done = DispatchSemaphore(value: 0)
+    let loopEnded = DispatchSemaphore(value: 0)
     let thread = Thread {
-      let context = LoopContext(
-        loop: loop, runtime: runtime, broker: broker, denials: DenialLog(), listenFDs: [])
-      let waiter: TokenWaiter = { result in
-        outcome.withLock { $0 = result }
-        done.signal()
+      do {
+        let context = LoopContext(
+          loop: loop, runtime: runtime, broker: broker, denials: DenialLog(), listenFDs: [])
+        let waiter: TokenWaiter = { result in
+          outcome.withLock { $0 = result }
+          done.signal()
+        }
+        switch broker.acquire(request, context: context, makeWaiter: { waiter }) {
+        case .token(let token):
+          waiter(.success(token))
+        case .waiting:
+          break
+        case .failed(let message), .unavailable(let message):
+          waiter(.failure(MintFailure(message: message, endpointError: nil, retryAfter: 0)))
+        }
+        loop.run()
+        withExtendedLifetime(context) {}
       }
-      switch broker.acquire(request, context: context, makeWaiter: { waiter }) {
-      case .token(let token):
-        waiter(.success(token))
-      case .waiting:
-        break
-      case .failed(let message), .unavailable(let message):
-        waiter(.failure(MintFailure(message: message, endpointError: nil, retryAfter: 0)))
-      }
-      loop.run()
-      withExtendedLifetime(context) {}
+      // The context (its curl multi, TLS connections) is gone: nothing of libcrypto runs here.
+      loopEnded.signal()
     }
     thread.start()
     // Three attempts with their timeouts and backoff fit well inside this.
     let timedOut = done.wait(timeout: .now() + 60) == .timedOut
     loop.stop()
+    // The loop thread tears its curl handles down while the process would already be exiting
+    // (libcrypto's atexit cleanup under a live TLS connection crashed about one run in 150).
+    _ = loopEnded.wait(timeout: .now() + 10)
 
     var lines = ["route #\(match.number) \(route.name) (\(config.sourcePath):\(route.line))"]
     if timedOut {

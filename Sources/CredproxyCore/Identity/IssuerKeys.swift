@@ -91,7 +91,10 @@ final class IssuerKeys: Sendable {
           return .refuse(.unavailable("issuer \(issuer): \(failure)"))
         }
         return .refuse(
-          .rejected("OIDC proxy token names a key the issuer does not publish (kid unknown)"))
+          .rejected(
+            signed.kid == nil
+              ? "OIDC proxy token has no kid, and the issuer publishes several keys of its type"
+              : "OIDC proxy token names a key the issuer does not publish (kid unknown)"))
       }
       entry.fetching = true
       entry.waiters.append(waiter)

@@ -124,11 +124,15 @@ struct SignedToken {
 
   static func parse(_ token: String) throws(Failure) -> SignedToken {
     let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-    guard parts.count == 3, let headerBytes = Base64URL.decode(parts[0]),
-      let payload = Base64URL.decode(parts[1]), let signature = Base64URL.decode(parts[2]),
-      let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any],
-      let claims = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
-      let alg = header["alg"] as? String
+    // One spelling per token, one meaning per parser: canonical base64url, no repeated member.
+    guard parts.count == 3, let headerBytes = Base64URL.decodeCanonical(parts[0]),
+      let payload = Base64URL.decodeCanonical(parts[1]),
+      let signature = Base64URL.decodeCanonical(parts[2]),
+      let header = JSONReading.objectWithUniqueMembers(headerBytes),
+      let claims = JSONReading.objectWithUniqueMembers(payload),
+      let alg = header["alg"] as? String,
+      // A `kid` that is not a string is not "no kid" (which may pick the issuer's only key).
+      header["kid"] == nil || header["kid"] is String
     else { throw .malformed }
     guard acceptedAlgorithms.contains(alg) else { throw .algorithm(alg) }
     // A token that asks for critical extensions we do not implement must be refused (RFC 7515).
@@ -142,20 +146,22 @@ struct SignedToken {
   /// The key type this token's algorithm needs: a key of another type never verifies it.
   var keyKind: VerificationKey.Kind { alg == "ES256" ? .ecP256 : .rsa }
 
-  /// Verified by one of `keys`: the one named by `kid` (of the right type), or, without a `kid`,
-  /// any key of the right type.
-  func verified(by keys: [VerificationKey]) -> Bool {
-    keys.contains { key in
-      key.kind == keyKind && (kid == nil || key.kid == kid)
-        && key.verify(signingInput, signature: signature)
-    }
+  /// The keys that may have signed this token: those its `kid` names (of the right type), or,
+  /// without a `kid`, the issuer's only key of the right type. With several, a token without a
+  /// `kid` does not say which signed it: none (as jose refuses it), rather than trying each.
+  func candidates(in keys: [VerificationKey]) -> [VerificationKey] {
+    let typed = keys.filter { $0.kind == keyKind }
+    guard let kid else { return typed.count == 1 ? typed : [] }
+    return typed.filter { $0.kid == kid }
   }
 
-  /// Whether `keys` has a key this token names (its `kid` with the right type; without a `kid`,
-  /// any key of the right type). False means the issuer's keys may have rotated.
-  func hasCandidate(in keys: [VerificationKey]) -> Bool {
-    keys.contains { $0.kind == keyKind && (kid == nil || $0.kid == kid) }
+  /// Verified by one of its `candidates` in `keys`.
+  func verified(by keys: [VerificationKey]) -> Bool {
+    candidates(in: keys).contains { $0.verify(signingInput, signature: signature) }
   }
+
+  /// Whether `keys` has a key for this token. False means the issuer's keys may have rotated.
+  func hasCandidate(in keys: [VerificationKey]) -> Bool { !candidates(in: keys).isEmpty }
 }
 
 /// The few DER forms a SubjectPublicKeyInfo and an ECDSA signature need.

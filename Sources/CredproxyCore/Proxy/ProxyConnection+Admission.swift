@@ -36,7 +36,20 @@ extension ProxyConnection {
     }
 
     // Who is calling: Proxy-Authorization (Basic, Bearer, an OIDC token) or the source address.
-    let proxyAuth = head.headers.first { HeaderPolicy.nameIs($0.name, "proxy-authorization") }
+    // Two of them would make the caller whichever one the reader picks (a front proxy may take
+    // the last): neither counts.
+    var proxyAuth: HeaderField?
+    for field in head.headers where HeaderPolicy.nameIs(field.name, "proxy-authorization") {
+      guard proxyAuth == nil else {
+        record.deny(.badRequest)
+        respond(
+          ErrorResponse(
+            code: .badRequest, message: "more than one Proxy-Authorization header; expected one"),
+          close: true, log: record)
+        return
+      }
+      proxyAuth = field
+    }
     admit(
       head, runtime.clients.identify(proxyAuthorization: proxyAuth?.value, peer: peer),
       record: record, runtime: runtime)

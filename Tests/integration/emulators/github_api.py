@@ -63,6 +63,10 @@ class GitHubAPI:
         self.api_calls: List[Dict[str, Any]] = []
         self.lifetime = 3600  # seconds from mint to expires_at
         self.mint_delay = 0.0
+        # When set, a mint is refused with 401 and this message, "{authorization}" replaced by the
+        # Authorization header it carried (as a careless front proxy of GitHub Enterprise might).
+        self.refusal_quoting_authorization: Optional[str] = None
+        self.token_suffix = ""  # appended to every minted token (to hand out a malformed one)
         self.lock = threading.Lock()
         self._server: Optional[http.server.ThreadingHTTPServer] = None
 
@@ -136,6 +140,12 @@ class GitHubAPI:
                 raw = self._body()
                 if not m:
                     return self.api_call("POST")
+                if api.refusal_quoting_authorization:
+                    sent = self.headers.get("Authorization") or ""
+                    with api.lock:
+                        api.rejections.append(sent)
+                    message = api.refusal_quoting_authorization.replace("{authorization}", sent)
+                    return self.send_json(401, {"message": message})
                 try:
                     claims = api.check_app_jwt(self.headers.get("Authorization"))
                 except (ValueError, json.JSONDecodeError) as exc:
@@ -158,7 +168,7 @@ class GitHubAPI:
                         return self.send_json(422, {"message": f"The permissions requested are not granted to this installation ({name})."})
                 if api.mint_delay:
                     time.sleep(api.mint_delay)
-                token = "ghs_" + secrets.token_urlsafe(27)
+                token = "ghs_" + secrets.token_urlsafe(27) + api.token_suffix
                 expires = time.time() + api.lifetime
                 with api.lock:
                     api.mints.append(Mint(m.group(1), token, expires, list(repos), dict(perms), claims))
@@ -182,7 +192,8 @@ class GitHubAPI:
                     token = ""
                 mint = api._live(token) if token else None
                 with api.lock:
-                    api.api_calls.append({"path": self.path, "scheme": scheme, "ok": mint is not None})
+                    api.api_calls.append({"path": self.path, "scheme": scheme, "ok": mint is not None,
+                                          "headers": list(self.headers.keys())})
                 if mint is None:
                     return self.send_json(401, {"message": "Bad credentials"})
                 self.send_json(200, {"path": self.path, "scheme": scheme.lower(),

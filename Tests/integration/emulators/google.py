@@ -110,6 +110,8 @@ FAILURE_KINDS = frozenset(
         "no_flavor",  # metadata only: a genuine answer but without the Metadata-Flavor header
         "hostile",  # token endpoint only: 400 invalid_grant whose error_description is
         # Behaviour.hostile_description (control characters, escapes, huge, secrets…)
+        "echo_credential",  # token endpoint only: 400 invalid_grant whose error_description quotes
+        # what was sent (an STS subject_token, a JWT assertion) in full, as a careless server might
     }
 )
 _STATUS_KIND = re.compile(r"^[1-5][0-9][0-9]$")
@@ -1536,6 +1538,10 @@ class TokenServer(_EmulatorServer):
             )
         if kind == "hostile":
             return _oauth_error(400, "invalid_grant", self.behaviour.hostile_description)
+        if kind == "echo_credential":
+            form = self._form(req) or {}
+            sent = form.get("subject_token") or form.get("assertion") or ""
+            return _oauth_error(400, "invalid_grant", f"Invalid subject_token or assertion: {sent}")
         raise ValueError(kind)
 
     # -- routing -------------------------------------------------------------------------------

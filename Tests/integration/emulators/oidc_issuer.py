@@ -80,6 +80,7 @@ class OIDCIssuer:
         self.jwks_fetches = 0
         self.fail_status: Optional[int] = None  # answer every request with this status
         self.delay = 0.0  # seconds before each JWKS answer
+        self.discovery_overrides: Dict[str, Any] = {}  # members replaced in the discovery document
         self._server: Optional[http.server.ThreadingHTTPServer] = None
 
     # -- keys and tokens --------------------------------------------------------------------
@@ -124,7 +125,8 @@ class OIDCIssuer:
                         "issuer": issuer.url, "jwks_uri": issuer.url + "/jwks",
                         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
                         "response_types_supported": ["id_token"],
-                        "subject_types_supported": ["public"]})
+                        "subject_types_supported": ["public"],
+                        **issuer.discovery_overrides})
                 if self.path == "/jwks":
                     if issuer.delay:
                         time.sleep(issuer.delay)
