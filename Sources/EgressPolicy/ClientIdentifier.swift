@@ -136,10 +136,10 @@ public struct ClientIdentifier: Sendable {
   }
 
   private func identify(header: String) -> Identification {
-    let trimmed = header.trimmingCharacters(in: CharacterSet(charactersIn: " \t"))
-    let space = trimmed.firstIndex(where: { $0 == " " || $0 == "\t" }) ?? trimmed.endIndex
+    let trimmed = HeaderNames.trimmingOWS(header[...])
+    let space = trimmed.utf8.firstIndex(where: { $0 == 0x20 || $0 == 0x09 }) ?? trimmed.endIndex
     let scheme = trimmed[..<space].lowercased()
-    let credentials = trimmed[space...].trimmingCharacters(in: CharacterSet(charactersIn: " \t"))
+    let credentials = String(HeaderNames.trimmingOWS(trimmed[space...]))
     switch scheme {
     case "basic":
       guard let decoded = Base64.decode(credentials.utf8),
@@ -245,7 +245,8 @@ public struct ClientIdentifier: Sendable {
     )
   }
 
-  private static func number(_ v: Any?) -> Double? {
+  /// A JSON number that is not a string or a boolean (`exp`, `nbf`).
+  public static func number(_ v: Any?) -> Double? {
     guard !(v is String), let n = v as? NSNumber, !isBoolean(n) else { return nil }
     return n.doubleValue
   }

@@ -42,7 +42,7 @@ final class TestLoop: @unchecked Sendable {
 
   init(
     index: Int = 0, runtime: ProxyRuntime, broker: TokenBroker,
-    listenFDs: [(fd: Int32, tls: TLSServerContext?)] = []
+    listenFDs: [(fd: Int32, tls: ListenerTLSSlot?)] = []
   ) {
     ProxyServer.prepareProcess()
     let loop = EventLoop(index: index)

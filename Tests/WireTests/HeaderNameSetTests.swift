@@ -22,3 +22,17 @@ final class HeaderNameSetTests: XCTestCase {
     XCTAssertFalse(HeaderNameSet([]).contains("connection"))
   }
 }
+
+final class TrimmingOWSTests: XCTestCase {
+  func testTrimsSpacesAndTabsOnlyAtTheEnds() {
+    XCTAssertEqual(HeaderNames.trimmingOWS(" \t Bearer a b\t \t"[...]), "Bearer a b")
+    XCTAssertEqual(HeaderNames.trimmingOWS("x"[...]), "x")
+    XCTAssertEqual(HeaderNames.trimmingOWS(""[...]), "")
+    XCTAssertEqual(HeaderNames.trimmingOWS(" \t "[...]), "")
+    XCTAssertEqual(HeaderNames.trimmingOWS(" é\u{301} "[...]), "é\u{301}")
+    // CR, LF and other whitespace are not OWS: they stay (the parser refuses them earlier).
+    XCTAssertEqual(HeaderNames.trimmingOWS("\na\r"[...]), "\na\r")
+    let long = String(repeating: "t", count: 4096)
+    XCTAssertEqual(HeaderNames.trimmingOWS("  \(long) "[...]), long[...])
+  }
+}

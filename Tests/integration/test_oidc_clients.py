@@ -449,3 +449,33 @@ def test_two_proxy_authorization_headers_are_refused(oidc_proxy, issuers, upstre
         assert "Proxy-Authorization" in r.body.decode()
     assert not upstream.requests_matching("/deploy/echo/two")
     assert fetch(px, url, [bearer(main)]).status == 200
+
+
+def test_a_token_verified_once_is_still_checked_on_every_request(oidc_proxy, issuers, upstream):
+    """A runner sends the same token on every keep-alive request; its signature is verified once
+    per loop, but expiry and the config's claims are checked on every request: a reload that no
+    longer accepts the claims refuses the same token, and it expires on time."""
+    import signal
+    rs, _ = issuers
+    px = oidc_proxy()
+    url = upstream.url("/deploy/echo/cached")
+    token = good(rs, exp=int(time.time()) - 57)  # inside the 60 s skew for about 3 more seconds
+    for _ in range(3):
+        assert fetch(px, url, [bearer(token)]).status == 200
+    time.sleep(3.5)
+    r = fetch(px, url, [bearer(token)])
+    assert_refused(r, 407, "proxy_auth_required")
+    assert "expired" in r.body.decode(), r
+
+    fresh = good(rs)
+    assert fetch(px, url, [bearer(fresh)]).status == 200
+    px.config_path.write_text(px.config_path.read_text().replace("myorg/deploy", "myorg/other"))
+    px.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "credproxy: reloaded " not in px.stderr_text():
+        assert time.time() < deadline, px.stderr_text()[-1500:]
+        time.sleep(0.05)
+    r = fetch(px, url, [bearer(fresh)])
+    assert_refused(r, 407, "proxy_auth_required")
+    assert "matches no client" in r.body.decode(), r
+    assert (rs.discovery_fetches, rs.jwks_fetches) == (1, 1)

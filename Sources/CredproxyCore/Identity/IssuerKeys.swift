@@ -30,9 +30,17 @@ final class IssuerKeys: Sendable {
     var fetching = false
     var lastFailure: String?
     var waiters: [Waiter] = []
+    /// Counts the key sets loaded: a token verified under an older set is verified again.
+    var generation = 0
   }
 
   private let entries = Mutex<[String: Entry]>([:])
+
+  /// An issuer's keys as loaded by one fetch, and which fetch (`Entry.generation`).
+  private struct KeySet {
+    let keys: [VerificationKey]
+    let generation: Int
+  }
   /// A `kid` the cache lacks triggers a fetch at most this often per issuer (so unknown-`kid`
   /// tokens cannot make us hammer the issuer); also how long a failed fetch is remembered.
   static let refreshInterval = 5.0
@@ -50,6 +58,14 @@ final class IssuerKeys: Sendable {
     _ token: String, only: String? = nil, clients: ClientIdentifier, context: LoopContext,
     mayFetch: Bool = true, waiter: @escaping Waiter
   ) -> Verdict {
+    let now = TokenBroker.now()
+    let digest = VerifiedTokens.digest(token)
+    if let known = context.verifiedTokens.verified(digest, now: now, keys: generation(of:)) {
+      guard clients.oidcIssuers.contains(known.issuer) else {
+        return .rejected("OIDC proxy token's issuer is not trusted by any client")
+      }
+      return match(known.token, known.issuer, only, clients, now)
+    }
     let signed: SignedToken
     do { signed = try SignedToken.parse(token) } catch {
       switch error {
@@ -62,12 +78,11 @@ final class IssuerKeys: Sendable {
     guard let issuer = signed.claims["iss"] as? String, clients.oidcIssuers.contains(issuer) else {
       return .rejected("OIDC proxy token's issuer is not trusted by any client")
     }
-    let now = TokenBroker.now()
     enum Next {
-      case check([VerificationKey])
+      case check(KeySet)
       /// `alsoCheck`: keys merely old are refreshed in the background; this token is checked
       /// with them now.
-      case startFetch(alsoCheck: [VerificationKey]?)
+      case startFetch(alsoCheck: KeySet?)
       case wait
       case refuse(Verdict)
     }
@@ -77,9 +92,9 @@ final class IssuerKeys: Sendable {
       if entry.loaded && signed.hasCandidate(in: entry.keys) {
         if now - entry.fetchedAt > Self.maxAge && !entry.fetching {
           entry.fetching = true
-          return .startFetch(alsoCheck: entry.keys)
+          return .startFetch(alsoCheck: KeySet(keys: entry.keys, generation: entry.generation))
         }
-        return .check(entry.keys)
+        return .check(KeySet(keys: entry.keys, generation: entry.generation))
       }
       if entry.fetching {
         entry.waiters.append(waiter)
@@ -108,19 +123,35 @@ final class IssuerKeys: Sendable {
     case .startFetch(let alsoCheck):
       startFetch(issuer, context: context)
       guard let keys = alsoCheck else { return .waiting }
-      return check(signed, keys: keys, issuer, only, clients, now)
+      return check(signed, keys, issuer, only, clients, now, context, digest)
     case .check(let keys):
-      return check(signed, keys: keys, issuer, only, clients, now)
+      return check(signed, keys, issuer, only, clients, now, context, digest)
     }
   }
 
   private func check(
-    _ signed: SignedToken, keys: [VerificationKey], _ issuer: String, _ only: String?,
-    _ clients: ClientIdentifier, _ now: Double
+    _ signed: SignedToken, _ keys: KeySet, _ issuer: String, _ only: String?,
+    _ clients: ClientIdentifier, _ now: Double, _ context: LoopContext, _ digest: [UInt8]
   ) -> Verdict {
-    guard signed.verified(by: keys) else {
+    guard signed.verified(by: keys.keys) else {
       return .rejected("OIDC proxy token's signature does not verify with the issuer's keys")
     }
+    context.verifiedTokens.remember(
+      digest, signed, issuer: issuer, keys: keys.generation,
+      exp: ClientIdentifier.number(signed.claims["exp"]), now: now)
+    return match(signed, issuer, only, clients, now)
+  }
+
+  /// Which of `issuer`'s key sets is loaded now (0: none yet).
+  private func generation(of issuer: String) -> Int {
+    entries.withLock { $0[issuer]?.generation ?? 0 }
+  }
+
+  /// Time, audience and claims, against the config of this request.
+  private func match(
+    _ signed: SignedToken, _ issuer: String, _ only: String?, _ clients: ClientIdentifier,
+    _ now: Double
+  ) -> Verdict {
     switch clients.matchOIDC(issuer: issuer, claims: signed.claims, now: now, only: only) {
     case .client(let name, let claims): return .client(name, claims: claims)
     case .rejected(let why): return .rejected(why)
@@ -201,6 +232,7 @@ final class IssuerKeys: Sendable {
       case .success(let keys):
         entry.keys = keys
         entry.loaded = true
+        entry.generation += 1
         entry.lastFailure = nil
         Log.info("OIDC issuer \(issuer): \(keys.count) signing key(s) loaded")
       case .failure(let why):

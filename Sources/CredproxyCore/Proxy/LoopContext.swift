@@ -9,6 +9,8 @@ import Synchronization
 final class LoopContext {
   let loop: EventLoop
   let multi: CurlMulti
+  /// OIDC proxy tokens this loop has verified (Identity/VerifiedTokens).
+  let verifiedTokens = VerifiedTokens()
   /// The config in force for new requests; exchanges already running keep the one they began with.
   var runtime: ProxyRuntime
   /// Shared by all loops; survives config reloads.
