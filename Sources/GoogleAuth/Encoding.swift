@@ -3,43 +3,86 @@ import Wire
 
 /// Unpadded base64url (RFC 4648 §5), as JWT segments use.
 public enum Base64URL {
+  private static let alphabet = Array(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+  /// Each byte's 6-bit value, or 0xFF outside the alphabet.
+  private static let values: [UInt8] = {
+    var table = [UInt8](repeating: 0xFF, count: 256)
+    for (i, c) in alphabet.enumerated() { table[Int(c)] = UInt8(i) }
+    return table
+  }()
+
+  /// Unpadded base64url. Works on bytes: JWTs and keys are kilobytes, and a Character-by-
+  /// Character version showed in profiles of every OIDC-identified request.
   public static func encode(_ bytes: some Sequence<UInt8>) -> String {
-    var text = Data(bytes).base64EncodedString()
-    while text.last == "=" { text.removeLast() }
-    return String(
-      text.map { character -> Character in
-        switch character {
-        case "+": "-"
-        case "/": "_"
-        default: character
-        }
-      })
+    let input = Array(bytes)
+    var out = [UInt8]()
+    out.reserveCapacity((input.count * 4 + 2) / 3)
+    func put(_ n: UInt32, _ count: Int) {
+      for shift in stride(from: 18, to: 18 - 6 * count, by: -6) {
+        out.append(alphabet[Int((n >> UInt32(shift)) & 0x3F)])
+      }
+    }
+    var i = 0
+    while i + 3 <= input.count {
+      put(UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2]), 4)
+      i += 3
+    }
+    switch input.count - i {
+    case 1: put(UInt32(input[i]) << 16, 2)
+    case 2: put(UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8, 3)
+    default: break
+    }
+    return String(decoding: out, as: UTF8.self)
   }
 
   /// The one spelling JWS allows (RFC 7515 §2): unpadded, spare bits zero. nil for anything
   /// else, so a signed token has exactly one text form.
   public static func decodeCanonical(_ text: some StringProtocol) -> [UInt8]? {
-    guard !text.contains("="), let bytes = decode(text), encode(bytes) == text else { return nil }
-    return bytes
+    decode(text, canonical: true)
   }
 
   /// Decodes padded or unpadded base64url; nil on any character outside the alphabet.
   public static func decode(_ text: some StringProtocol) -> [UInt8]? {
-    var standard = ""
-    standard.reserveCapacity(text.utf8.count + 3)
-    for character in text {
-      switch character {
-      case "-": standard.append("+")
-      case "_": standard.append("/")
-      case "=": continue
-      case "A"..."Z", "a"..."z", "0"..."9": standard.append(character)
-      default: return nil
+    decode(text, canonical: false)
+  }
+
+  private static func decode(_ text: some StringProtocol, canonical: Bool) -> [UInt8]? {
+    var out = [UInt8]()
+    out.reserveCapacity(text.utf8.count * 3 / 4)
+    var acc: UInt32 = 0
+    var pending = 0
+    for b in text.utf8 {
+      if b == UInt8(ascii: "=") {
+        if canonical { return nil }
+        continue
+      }
+      let v = values[Int(b)]
+      guard v != 0xFF else { return nil }
+      acc = acc << 6 | UInt32(v)
+      pending += 1
+      if pending == 4 {
+        out.append(UInt8(truncatingIfNeeded: acc >> 16))
+        out.append(UInt8(truncatingIfNeeded: acc >> 8))
+        out.append(UInt8(truncatingIfNeeded: acc))
+        acc = 0
+        pending = 0
       }
     }
-    if standard.count % 4 == 1 { return nil }
-    while standard.count % 4 != 0 { standard.append("=") }
-    guard let data = Data(base64Encoded: standard) else { return nil }
-    return [UInt8](data)
+    switch pending {
+    case 1:
+      return nil
+    case 2:
+      if canonical && acc & 0xF != 0 { return nil }
+      out.append(UInt8(truncatingIfNeeded: acc >> 4))
+    case 3:
+      if canonical && acc & 0x3 != 0 { return nil }
+      out.append(UInt8(truncatingIfNeeded: acc >> 10))
+      out.append(UInt8(truncatingIfNeeded: acc >> 2))
+    default:
+      break
+    }
+    return out
   }
 }
 
