@@ -27,6 +27,28 @@ public struct TrustSetup: Sendable {
     "/etc/ssl/cert.pem",
   ]
 
+  /// The JDK's own trust store to copy: `$JAVA_HOME`'s, else that of the `java` on `PATH`
+  /// (symlinks resolved, as Debian's `/usr/bin/java` is one), else Debian's shared Java store.
+  /// nil when none is found (the instructions then name `$JAVA_HOME/lib/security/cacerts`).
+  public static func javaStore(environment: [String: String]) -> String? {
+    var candidates: [String] = []
+    if let home = environment["JAVA_HOME"], !home.isEmpty {
+      candidates.append(home + "/lib/security/cacerts")
+    }
+    for dir in (environment["PATH"] ?? "").split(separator: ":") where !dir.isEmpty {
+      guard let real = realpath(dir + "/java", nil) else { continue }
+      defer { free(real) }
+      // …/bin/java → …/lib/security/cacerts
+      var home = String(cString: real).split(separator: "/", omittingEmptySubsequences: false)
+      guard home.count > 2 else { break }
+      home.removeLast(2)
+      candidates.append(home.joined(separator: "/") + "/lib/security/cacerts")
+      break
+    }
+    candidates.append("/etc/ssl/certs/java/cacerts")
+    return candidates.first(where: Files.exists)
+  }
+
   /// The environment variables and their values, in the order they are printed.
   public var environment: [(name: String, value: String, note: String)] {
     [
@@ -67,7 +89,7 @@ public struct TrustSetup: Sendable {
   }
 
   /// The full instructions.
-  public func instructions(ca: LocalCA, systemStore: String?) -> String {
+  public func instructions(ca: LocalCA, systemStore: String?, javaStore: String? = nil) -> String {
     let q = Self.shellQuoted
     var out = "credproxy local CA: \(caPath)\n"
     out += "  subject: \(ca.subject)\n"
@@ -91,7 +113,7 @@ public struct TrustSetup: Sendable {
     out += "\ngcloud (its own store setting):\n"
     out += "  gcloud config set core/custom_ca_certs_file \(q(bundlePath))\n"
     out += "\nJava (a copy of the JDK's store with the CA added):\n"
-    out += "  cp \"$JAVA_HOME/lib/security/cacerts\" \(q(javaStorePath))\n"
+    out += "  cp \(javaStore.map(q) ?? "\"$JAVA_HOME/lib/security/cacerts\"") \(q(javaStorePath))\n"
     out +=
       "  keytool -importcert -noprompt -alias credproxy-local-ca -file \(q(caPath)) -keystore \(q(javaStorePath)) -storepass changeit\n"
     out +=

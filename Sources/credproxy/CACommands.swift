@@ -228,7 +228,9 @@ func trust(_ o: CAOptions, _ paths: (cert: String, key: String), _ config: Proxy
   if o.shell {
     print(setup.shellExports(), terminator: "")
   } else {
-    var text = setup.instructions(ca: ca, systemStore: store)
+    var text = setup.instructions(
+      ca: ca, systemStore: store,
+      javaStore: TrustSetup.javaStore(environment: ProcessInfo.processInfo.environment))
     let listen =
       config?.listeners.first.map { $0.port == 0 ? "PROXY-HOST:PORT" : "\($0)" } ?? "127.0.0.1:8080"
     text += "\nThen send HTTPS through the proxy: export HTTPS_PROXY=http://\(listen)\n"

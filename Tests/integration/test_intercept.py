@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -423,3 +424,67 @@ def test_reload_uses_a_ca_replaced_in_place(proxy_factory, upstream, credproxy_b
     fetch_with(d / "ca.pem", "new-ca")
     with pytest.raises(ssl.SSLCertVerificationError):
         fetch_with(old_ca, "old-ca-refused")
+
+
+JAVA_CONF = """\
+listen 127.0.0.1:0
+ca-file {ca}
+ca-cert {ca_dir}/ca.pem
+ca-key {ca_dir}/ca-key.pem
+route upstream.itest.invalid {
+  intercept
+  connect-to 127.0.0.1:{upstream_port}
+  auth bearer env:{env_bearer}
+}
+"""
+
+JAVA_FETCH = """\
+import java.net.URL;
+import javax.net.ssl.HttpsURLConnection;
+
+public class Fetch {
+    public static void main(String[] args) throws Exception {
+        HttpsURLConnection c = (HttpsURLConnection) new URL(args[0]).openConnection();
+        System.out.println(c.getResponseCode());
+        System.out.write(c.getInputStream().readAllBytes());
+        System.out.flush();
+    }
+}
+"""
+
+
+@pytest.mark.skipif(not shutil.which("java") or not shutil.which("keytool"),
+                    reason="no JDK (java and keytool) on this machine")
+def test_java_trusts_the_ca_the_way_trust_prints(proxy_factory, upstream, credproxy_bin, ca_dir,
+                                                  token, tmp_path):
+    """The Java lines `credproxy trust` prints, run as printed (copy the JDK's store, keytool,
+    JAVA_TOOL_OPTIONS), then an unmodified HttpsURLConnection with https.proxyHost: the request
+    is intercepted and the upstream sees the route's token."""
+    proxy_factory.values["ca_dir"] = ca_dir
+    px = proxy_factory(JAVA_CONF, name="java")
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "JAVA_HOME"}
+    r = subprocess.run([str(credproxy_bin), "trust", "--dir", str(ca_dir), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("Java"))
+    java_lines = [l.strip() for l in lines[start + 1:start + 4]]
+    assert java_lines[0].startswith("cp ") and "$JAVA_HOME" not in java_lines[0], java_lines
+    assert java_lines[1].startswith("keytool ") and java_lines[2].startswith("export JAVA_TOOL_OPTIONS=")
+    script = "\n".join(["set -e", *java_lines, 'printf %s "$JAVA_TOOL_OPTIONS"'])
+    setup = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                           env=env)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    (tmp_path / "Fetch.java").write_text(JAVA_FETCH)
+    run = subprocess.run(
+        ["java", f"-Dhttps.proxyHost=127.0.0.1", f"-Dhttps.proxyPort={px.port}", "Fetch.java",
+         f"https://upstream.itest.invalid/echo/{token}-java"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=dict(env, JAVA_TOOL_OPTIONS=setup.stdout))
+    assert run.returncode == 0, run.stdout + run.stderr
+    status, _, body = run.stdout.partition("\n")
+    assert status == "200", run.stdout
+    echo = json.loads(body)
+    auth = [v for n, v in echo["headers"] if n.lower() == "authorization"]
+    assert auth == [f"Bearer {sv.BEARER_TOKEN}"], echo["headers"]
+    assert sv.BEARER_TOKEN not in run.stdout.replace(body, "") + run.stderr
