@@ -65,7 +65,7 @@ public final class LeafCache: Sendable {
   let state = Mutex(State())
 
   /// `configure` runs on each new `SSL_CTX*` before it is cached and shared (e.g. to add the
-  /// proxy's SNI callback, `cp_ssl_ctx_require_sni_target`); it must not keep the pointer.
+  /// proxy's SNI callback, `cp_ssl_ctx_set_servername_callback`); it must not keep the pointer.
   public init(
     ca: LocalCA, capacity: Int = 10_000, lifetime: Int = 7 * 86_400, renewBefore: Int = 86_400,
     clock: @escaping @Sendable () -> Int = { Int(time(nil)) },

@@ -1,5 +1,6 @@
 import CCrypto
 import Glibc
+import Wire
 
 /// The outcome of one non-blocking read or write on a client connection.
 enum IOResult {
@@ -96,6 +97,25 @@ final class ClientTransport {
   }
 
   var isTLS: Bool { ssl != nil }
+
+  /// The servername callback of intercepted hosts' contexts: the SNI, read as the router reads a
+  /// host (`CanonicalHost`: case, trailing dots), must be the CONNECT target the connection set
+  /// as the SSL's app data, else the handshake fails with `unrecognized_name`. No SNI is allowed
+  /// (IP literals have none); every inner request's authority is bound to the target anyway.
+  static let sniNamesTarget: cp_servername_cb = { ssl, alert, _ in
+    guard let ssl else { return CP_SSL_TLSEXT_ERR_ALERT_FATAL }
+    guard let sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else {
+      return CP_SSL_TLSEXT_ERR_NOACK
+    }
+    guard let expected = cp_ssl_get_app_data(ssl),
+      CanonicalHost(String(cString: sni)).text
+        == String(cString: expected.assumingMemoryBound(to: CChar.self))
+    else {
+      alert?.pointee = CP_SSL_AD_UNRECOGNIZED_NAME
+      return CP_SSL_TLSEXT_ERR_ALERT_FATAL
+    }
+    return CP_SSL_TLSEXT_ERR_OK
+  }
 
   /// Decrypted bytes OpenSSL holds that the socket will not signal again.
   var hasBufferedInput: Bool {

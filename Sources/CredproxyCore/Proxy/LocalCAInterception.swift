@@ -14,7 +14,12 @@ final class LocalCAInterception: InterceptCertificates {
     self.certPath = certPath
     self.keyPath = keyPath
     let ca = try LocalCA.load(certPath: certPath, keyPath: keyPath)
-    cache = LeafCache(ca: ca, configure: { ctx in _ = cp_ssl_ctx_require_sni_target(ctx) })
+    cache = LeafCache(
+      ca: ca,
+      configure: { ctx in
+        _ = cp_ssl_ctx_set_servername_callback(ctx, ClientTransport.sniNamesTarget)
+      }
+    )
   }
 
   /// The CA files a config uses for interception: `ca-cert`/`ca-key`, else `credproxy ca init`'s
