@@ -70,3 +70,63 @@ def test_sni_for_another_host_still_fails_in_any_spelling(px, upstream, ca_dir):
             ctx.check_hostname = False
             with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
                 tls_over(conn, ctx, server_hostname=sni)
+
+
+def client_hello(ca_dir) -> bytes:  # noqa: F811
+    """The first flight of a real TLS client for `localhost`."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ca_context(ca_dir).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
+
+
+def seconds_until_closed(sock: socket.socket, limit: float, dribble: bytes = b"") -> float:
+    """Sends `dribble` one byte every 0.25 s (then nothing) until the proxy closes the socket."""
+    started = time.monotonic()
+    sock.settimeout(0.25)
+    sent = 0
+    while time.monotonic() - started < limit:
+        if sent < len(dribble) - 1:  # never the last byte: the handshake must not complete
+            try:
+                sock.sendall(dribble[sent:sent + 1])
+            except OSError:
+                return time.monotonic() - started
+            sent += 1
+        try:
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except socket.timeout:
+            continue
+        except OSError:
+            return time.monotonic() - started
+    return limit
+
+
+@pytest.mark.parametrize("how", ["silent", "dribbled ClientHello"])
+def test_handshake_must_finish_within_the_header_timeout(px, upstream, ca_dir, how):  # noqa: F811
+    """After `200 Connection established` the ClientHello plays the part of a request head: a
+    caller that never sends it, or sends it a byte at a time, is cut off at `header-timeout`
+    (2 s here), not kept for the whole `idle-timeout` (30 s)."""
+    conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+    with conn:
+        assert resp.status == 200
+        dribble = client_hello(ca_dir) if how != "silent" else b""
+        waited = seconds_until_closed(conn.sock, 15, dribble)
+    assert waited < 8, f"the proxy kept a stalled handshake open {waited:.1f} s"
+
+
+def test_garbage_instead_of_a_client_hello_is_closed_and_the_proxy_goes_on(px, upstream, ca_dir,  # noqa: F811
+                                                                           token):
+    for junk in [b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", b"\x16\x03\x01\xff\xff" + b"A" * 600,
+                 bytes(range(256)) * 8]:
+        conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+        with conn:
+            assert resp.status == 200
+            conn.sock.sendall(junk)
+            assert seconds_until_closed(conn.sock, 5) < 5
+    conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+    with conn:
+        tls_over(conn, ca_context(ca_dir))
+        assert conn.request("GET", f"/echo/{token}", [("Host", f"localhost:{upstream.port}")]).status == 200
+    assert px.alive(), px.stderr_text()[-2000:]

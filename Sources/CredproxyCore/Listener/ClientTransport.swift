@@ -64,6 +64,9 @@ final class ClientTransport {
   private var expectedServerName: UnsafeMutablePointer<CChar>?
   /// Keeps an intercepted host's context alive as long as the SSL made from it.
   private var interceptContext: TLSServerContext?
+  /// When the TLS handshake began (the accept, or the switch after an intercepted CONNECT's
+  /// `200`): it must finish within `header-timeout`, like a request head.
+  private(set) var handshakeStartedMs: Int64 = 0
 
   init(fd: Int32, tls: TLSServerContext?) {
     self.fd = fd
@@ -71,6 +74,7 @@ final class ClientTransport {
       SSL_set_fd(ssl, fd)
       SSL_set_accept_state(ssl)
       self.ssl = ssl
+      handshakeStartedMs = EventLoop.nowMs()
     }
   }
 
@@ -93,10 +97,17 @@ final class ClientTransport {
     SSL_set_accept_state(ssl)
     self.ssl = ssl
     interceptContext = context
+    handshakeStartedMs = EventLoop.nowMs()
     return true
   }
 
   var isTLS: Bool { ssl != nil }
+
+  /// TLS whose handshake has not finished yet.
+  var isHandshaking: Bool {
+    guard let ssl else { return false }
+    return SSL_is_init_finished(ssl) == 0
+  }
 
   /// The servername callback of intercepted hosts' contexts: the SNI, read as the router reads a
   /// host (`CanonicalHost`: case, trailing dots), must be the CONNECT target the connection set
