@@ -82,7 +82,7 @@ public enum Tightening {
         for g in groups {
           out.append("route \(g.patterns.joined(separator: " ")) {")
           out += body.kept
-          if let m = g.methods { out.append("\(indent)methods \(m.joined(separator: " "))") }
+          if let m = g.methods { out.append("\(indent)methods \(methodWords(m))") }
           if let a = g.allow { out.append("\(indent)allow \(a.joined(separator: " "))") }
           out.append("}")
           var what = "route #\(number) \(route.name): \(g.patterns.joined(separator: " "))"
@@ -102,7 +102,7 @@ public enum Tightening {
       var notes: [String] = []
       var newLines: [String] = []
       if let m = narrowed.methods {
-        newLines.append("\(indent)methods \(m.joined(separator: " "))")
+        newLines.append("\(indent)methods \(methodWords(m))")
         notes.append(
           "methods \(m.joined(separator: " ")) (was \(route.methods.map { $0.sorted().joined(separator: " ") } ?? "any"))"
         )
@@ -180,6 +180,12 @@ public enum Tightening {
       if !a.isEmpty && (route.allow == nil || Set(route.allow!) != Set(a)) { allow = a }
     }
     return (methods, allow)
+  }
+
+  /// Methods as config words: an HTTP token may hold `#`, which the config lexer reads as the
+  /// start of a comment unless it is quoted.
+  static func methodWords(_ methods: [String]) -> String {
+    methods.map { $0.contains("#") ? "\"\($0)\"" : $0 }.joined(separator: " ")
   }
 
   static func orderedMethods(_ m: Set<String>) -> [String] {

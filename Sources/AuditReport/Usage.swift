@@ -1,3 +1,4 @@
+import HTTP1
 import Wire
 
 /// A destination as the caller named it: host (lowercase, IPv6 without brackets) and the port
@@ -72,10 +73,13 @@ public final class UsageCollector: @unchecked Sendable {
 
   public init(since: Double?) { self.since = since }
 
-  public func add(_ e: AuditEntry) {
+  /// Counts `e`; false (nothing counted) when it is not a record the proxy could have written.
+  @discardableResult
+  public func add(_ e: AuditEntry) -> Bool {
+    guard Self.isWellFormed(e) else { return false }
     if let since, e.time < since {
       beforeWindow += 1
-      return
+      return true
     }
     records += 1
     first = min(first, e.time)
@@ -95,7 +99,7 @@ public final class UsageCollector: @unchecked Sendable {
     switch e.decision {
     case "report":
       u.wouldDeny[reason, default: 0] += 1
-      return
+      return true
     case "deny":
       u.denials[reason, default: 0] += 1
       if Self.policyRefusals.contains(reason) {
@@ -103,12 +107,12 @@ public final class UsageCollector: @unchecked Sendable {
         if u.refusedHosts.count < RouteUsage.maxRefusedHosts || u.refusedHosts[target] != nil {
           u.refusedHosts[target, default: 0] += 1
         }
-        return
+        return true
       }
     default:
       break
     }
-    guard e.route != nil else { return }
+    guard e.route != nil else { return true }
     u.methods[e.method, default: 0] += 1
     if let s = e.scopes { u.scopeSets[s, default: 0] += 1 }
     if let a = e.audience { u.audiences[a, default: 0] += 1 }
@@ -122,6 +126,19 @@ public final class UsageCollector: @unchecked Sendable {
       u.paths[hp] = tree
     }
     if e.scheme == "connect" { tree.add(path: "") } else { tree.add(path: e.path) }
+    return true
+  }
+
+  /// The host as the proxy's request parser reads and the audit writer writes it
+  /// (`HTTP1.Authority`: lowercase, no trailing dot, IPv6 without brackets) and the method an
+  /// HTTP token. A line with anything else was not written by the proxy, and must not reach the
+  /// proposal, which writes hosts and methods into config text (a host `evil.com
+  /// a.example.com` would otherwise become two route patterns).
+  static func isWellFormed(_ e: AuditEntry) -> Bool {
+    guard HeaderNames.isToken(e.method) else { return false }
+    let bracketed = e.host.contains(":") ? "[\(e.host)]" : e.host
+    guard let authority = Authority.parse(Substring(bracketed)) else { return false }
+    return authority.host == e.host && authority.port == nil
   }
 
   /// The clients in the window (nil: anonymous), named ones sorted, anonymous last.

@@ -28,8 +28,7 @@ public struct UsageReport {
     for path in files {
       do {
         let counts = try AuditLogReader.forEachLine(path: path) { line in
-          if let entry = AuditEntry.parse(line) {
-            collector.add(entry)
+          if let entry = AuditEntry.parse(line), collector.add(entry) {
           } else {
             collector.skippedLines += 1
           }

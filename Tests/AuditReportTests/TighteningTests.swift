@@ -174,4 +174,51 @@ final class TighteningTests: XCTestCase {
     XCTAssertTrue(p.text.contains("route a.example.com/v1/items {"), p.text)
     XCTAssertTrue(p.text.contains("route *.example.com {\n  mode report\n  deny\n}"), p.text)
   }
+
+  /// An audit log is input like any other: a line can say anything. Hosts and methods the
+  /// proxy could never have written (spaces, newlines, braces: config syntax) are not records,
+  /// so they can neither add patterns nor directives to the proposal; a method the proxy does
+  /// accept but the config lexer reads as a comment (`#`) is written quoted.
+  func testHostileLogLinesCannotWidenTheProposal() throws {
+    let text = """
+      client ci {
+        token env:CI_TOKEN
+      }
+      route *.example.com {
+        auth bearer env:EXAMPLE_TOKEN
+        allow ci
+      }
+
+      """
+    let parsed = try ConfigParser.parse(text: text, path: "proxy.conf")
+    let usage = UsageCollector(since: nil)
+    XCTAssertTrue(usage.add(entry("ci", "GET", "a.example.com", "/v1/x", route: 1)))
+    XCTAssertTrue(usage.add(entry("ci", "G#T", "a.example.com", "/v1/x", route: 1)))
+    for host in [
+      "attacker.net b.example.com", "b.example.com {\n  auth none\n}\nroute evil.com c.example.com",
+      "evil.com#.example.com", "B.EXAMPLE.COM", "d.example.com.", "[::1]", "",
+    ] {
+      XCTAssertFalse(usage.add(entry("ci", "GET", host, "/v1/y", route: 1)), host)
+    }
+    for method in ["GET }\nroute evil.com {", "GET\n  auth none", "GET POST", ""] {
+      XCTAssertFalse(usage.add(entry("ci", method, "a.example.com", "/v1/y", route: 1)), method)
+    }
+    XCTAssertTrue(
+      usage.add(
+        entry("ci", "GET", "::1", "/v1/y", route: nil, decision: "deny", reason: "no_route")))
+    let p = Tightening.propose(config: parsed, text: text, usage: usage, window: "w")
+    XCTAssertNil(p.validationErrors, p.validationErrors ?? "")
+    let next = try ConfigParser.parse(text: p.text, path: "proxy.conf")
+    for route in next.routes {
+      for pattern in route.patterns {
+        switch pattern.host {
+        case .exact(let h): XCTAssertTrue(h.hasSuffix(".example.com"), p.text)
+        case .suffix(let s): XCTAssertEqual(s, "example.com", p.text)
+        case .any: XCTFail(p.text)
+        }
+      }
+      if !route.deny { XCTAssertEqual(route.methods, ["GET", "G#T"], p.text) }
+    }
+    XCTAssertFalse(p.text.contains("evil") || p.text.contains("attacker"), p.text)
+  }
 }
