@@ -221,4 +221,67 @@ final class TighteningTests: XCTestCase {
     }
     XCTAssertFalse(p.text.contains("evil") || p.text.contains("attacker"), p.text)
   }
+
+  /// Whatever a log claims (a forged line, or a log from an older config whose route numbers
+  /// meant other routes), the proposal only ever narrows: `methods` and `allow` stay within the
+  /// route's own, for a narrowed route and for every route a wide one is split into.
+  func testProposalNeverAllowsMoreMethodsOrClientsThanTheRoute() throws {
+    let text = """
+      client alice {
+        token env:ALICE_TOKEN
+      }
+      client bob {
+        token env:BOB_TOKEN
+      }
+      route api.example.com/v1 {
+        auth bearer env:API_TOKEN
+        methods GET
+        allow alice
+      }
+      route *.example.com {
+        auth bearer env:EXAMPLE_TOKEN
+        methods GET HEAD
+        allow alice
+      }
+      route *.example.org {
+        auth none
+      }
+
+      """
+    let parsed = try ConfigParser.parse(text: text, path: "proxy.conf")
+    let usage = UsageCollector(since: nil)
+    usage.add(entry("alice", "GET", "api.example.com", "/v1/a", route: 1))
+    usage.add(entry("bob", "DELETE", "api.example.com", "/v1/a", route: 1))
+    usage.add(entry("alice", "GET", "a.example.com", "/v2/items", route: 2))
+    usage.add(entry("bob", "POST", "a.example.com", "/v2/items", route: 2))
+    usage.add(entry("bob", "PUT", "b.example.com", "/v3/things", route: 2))
+    usage.add(entry("alice", "GET", "a.example.org", "/v1", route: 3))
+    var anonymous = entry("x", "GET", "c.example.org", "/v4", route: 3)
+    anonymous.client = nil  // never written while clients are defined
+    usage.add(anonymous)
+    let p = Tightening.propose(config: parsed, text: text, usage: usage, window: "w")
+    XCTAssertNil(p.validationErrors, p.validationErrors ?? "")
+    let next = try ConfigParser.parse(text: p.text, path: "proxy.conf")
+    for route in next.routes where !route.deny {
+      if route.patterns.contains(where: { $0.description.contains("example.org") }) { continue }
+      XCTAssertTrue(route.methods?.isSubset(of: ["GET", "HEAD"]) ?? false, p.text)
+      XCTAssertEqual(route.allow ?? [], ["alice"], p.text)
+    }
+    let router = Router(routes: next.routes)
+    for (client, method, host, path) in [
+      ("bob", "DELETE", "api.example.com", "/v1/a"), ("bob", "POST", "a.example.com", "/v2/items"),
+      ("alice", "PUT", "b.example.com", "/v3/things"),
+      ("bob", "GET", "b.example.com", "/v3/things"),
+      ("alice", "GET", "c.example.org", "/v4"),
+    ] {
+      guard
+        case .refuse = router.decide(
+          method: method, host: host, explicitPort: nil, path: path, client: client)
+      else { return XCTFail("\(client) \(method) \(host)\(path) passes:\n\(p.text)") }
+    }
+    guard
+      case .forward = router.decide(
+        method: "GET", host: "a.example.com", explicitPort: nil, path: "/v2/items", client: "alice")
+    else { return XCTFail(p.text) }
+  }
 }
