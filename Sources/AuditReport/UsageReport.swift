@@ -102,6 +102,11 @@ public struct UsageReport {
     var extra: [String] = []
     if c.beforeWindow > 0 { extra.append("\(c.beforeWindow) before --since") }
     if c.skippedLines > 0 { extra.append("\(c.skippedLines) lines not audit records") }
+    if c.overflowRecords > 0 {
+      extra.append(
+        "\(c.overflowRecords) records of client/route pairs past the first \(UsageCollector.maxPairs) counted but not itemised"
+      )
+    }
     if !extra.isEmpty { out += " (" + extra.joined(separator: ", ") + ")" }
     out += "\n"
     for e in readErrors { out += "warning: \(e)\n" }
@@ -183,6 +188,8 @@ public struct UsageReport {
     o.raw(String(c.beforeWindow))
     o.key("skipped_lines")
     o.raw(String(c.skippedLines))
+    o.key("overflow_records")
+    o.raw(String(c.overflowRecords))
     o.key("first")
     o.time(c.first)
     o.key("last")
