@@ -94,6 +94,35 @@ def test_watch_follows_a_configmap_style_symlink_swap(proxy_factory, upstream, t
     assert reloads(px) == 1
 
 
+def test_watch_follows_a_symlink_into_another_directory(proxy_factory, upstream, tmp_path):
+    """`--config /etc/credproxy/proxy.conf` that is a link to a file elsewhere (a ConfigMap mounted
+    at /config with the link in /etc, a config-management checkout): the change happens in the
+    target's directory, which must be watched too, also after a swap moves the target."""
+    volume = tmp_path / "config"                 # the ConfigMap volume, mounted elsewhere
+    (volume / "..v1").mkdir(parents=True)
+    (volume / "..v1" / "proxy.conf").write_text(render(BASE, proxy_factory.values))
+    os.symlink("..v1", volume / "..data")
+    os.symlink("..data/proxy.conf", volume / "proxy.conf")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    os.symlink(volume / "proxy.conf", etc / "proxy.conf")
+    px = proxy_factory(BASE, extra_args=("--watch-config", "--config", str(etc / "proxy.conf")))
+    assert px.wait_for_stderr("watching .*etc/proxy.conf", timeout=2), px.stderr_text()
+    assert status(px, upstream, "/b/echo") == 403
+
+    (volume / "..v2").mkdir()
+    (volume / "..v2" / "proxy.conf").write_text(render(WITH_B, proxy_factory.values))
+    os.symlink("..v2", volume / "..data_tmp")
+    os.rename(volume / "..data_tmp", volume / "..data")
+    assert wait_status(px, upstream, "/b/echo", 200), px.stderr_text()[-2000:]
+    assert reloads(px) == 1
+
+    # The target now lives in ..v2, a directory that did not exist at start: edited in place.
+    (volume / "..v2" / "proxy.conf").write_text(render(BASE, proxy_factory.values))
+    assert wait_status(px, upstream, "/b/echo", 403), px.stderr_text()[-2000:]
+    assert reloads(px) == 2
+
+
 def test_without_the_flag_nothing_is_watched(proxy_factory, upstream):
     px = proxy_factory(BASE)
     px.config_path.write_text(render(WITH_B, proxy_factory.values))
