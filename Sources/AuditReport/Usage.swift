@@ -80,6 +80,8 @@ public final class UsageCollector: @unchecked Sendable {
   public private(set) var records = 0
   public private(set) var beforeWindow = 0
   public var skippedLines = 0
+  /// Where the first skipped line is (`FILE:LINE`), for the report to point at.
+  public var firstSkipped: String?
   public private(set) var first = Double.infinity
   public private(set) var last = -Double.infinity
 

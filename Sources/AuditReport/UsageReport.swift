@@ -27,13 +27,23 @@ public struct UsageReport {
     var errors: [AuditReadError] = []
     for path in files {
       do {
-        let counts = try AuditLogReader.forEachLine(path: path) { line in
+        var firstUnread: Int?
+        let counts = try AuditLogReader.forEachNumberedLine(path: path) { line, number in
           if let entry = AuditEntry.parse(line), collector.add(entry) {
           } else {
             collector.skippedLines += 1
+            if firstUnread == nil { firstUnread = number }
           }
         }
         collector.skippedLines += counts.tooLong
+        if collector.firstSkipped == nil {
+          if let n = counts.firstTooLong, n < firstUnread ?? Int.max {
+            collector.firstSkipped =
+              "\(path):\(n) (longer than \(AuditLogReader.maxLineBytes) bytes)"
+          } else if let n = firstUnread {
+            collector.firstSkipped = "\(path):\(n)"
+          }
+        }
       } catch {
         errors.append(error)
       }
@@ -101,7 +111,11 @@ public struct UsageReport {
     if c.records > 0 { out += " \(Self.windowPhrase(c))" }
     var extra: [String] = []
     if c.beforeWindow > 0 { extra.append("\(c.beforeWindow) before --since") }
-    if c.skippedLines > 0 { extra.append("\(c.skippedLines) lines not audit records") }
+    if c.skippedLines > 0 {
+      extra.append(
+        "\(c.skippedLines) lines not audit records"
+          + (c.firstSkipped.map { ", the first at \($0)" } ?? ""))
+    }
     if c.overflowRecords > 0 {
       extra.append(
         "\(c.overflowRecords) records of client/route pairs past the first \(UsageCollector.maxPairs) counted but not itemised"
@@ -188,6 +202,10 @@ public struct UsageReport {
     o.raw(String(c.beforeWindow))
     o.key("skipped_lines")
     o.raw(String(c.skippedLines))
+    if let first = c.firstSkipped {
+      o.key("first_skipped")
+      o.string(first)
+    }
     o.key("overflow_records")
     o.raw(String(c.overflowRecords))
     o.key("first")

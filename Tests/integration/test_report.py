@@ -178,6 +178,8 @@ def test_report_since_and_errors(tmp_path):
     assert "unused_routes" not in d, "no config here: no proposal"
     r = report(str(log), cwd=tmp_path)
     assert r.returncode == 0 and "3 records" in r.stdout and "1 lines not audit records" in r.stdout, r.stdout
+    # Where: the line that is not a record is the third of the file.
+    assert f"the first at {log}:3" in r.stdout, r.stdout
 
     bad_gz = tmp_path / "audit.jsonl.2.gz"
     bad_gz.write_bytes(gzip.compress(log.read_bytes())[:-20])
@@ -302,3 +304,4 @@ def test_report_on_hostile_logs_is_bounded_and_says_what_it_skipped(tmp_path):
     assert _peak_rss_kib(["report", "bomb.gz"], tmp_path) < base + 16 * 1024
     r = report("odd.jsonl", cwd=tmp_path)
     assert r.returncode == 0 and "1 records" in r.stdout and "3 lines not audit records" in r.stdout, r.stdout
+    assert "the first at odd.jsonl:1 (longer than 1048576 bytes)" in r.stdout, r.stdout
