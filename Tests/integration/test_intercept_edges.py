@@ -3,6 +3,7 @@ the same host, IP-literal targets, clients that stall or never start the handsha
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
@@ -130,3 +131,45 @@ def test_garbage_instead_of_a_client_hello_is_closed_and_the_proxy_goes_on(px, u
         tls_over(conn, ca_context(ca_dir))
         assert conn.request("GET", f"/echo/{token}", [("Host", f"localhost:{upstream.port}")]).status == 200
     assert px.alive(), px.stderr_text()[-2000:]
+
+
+def s_client(px, upstream, ca_dir, *args, stdin: str = "", seconds: float = 3.0) -> str:  # noqa: F811
+    """openssl s_client through the proxy's CONNECT (`-proxy`), fed `stdin` slowly."""
+    import subprocess
+
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("wb", delete=False) as f:
+        f.write(stdin.encode())
+    script = f"sleep 1; cat {f.name}; sleep {seconds}"
+    p = subprocess.run(
+        ["bash", "-c", f"({script}) | openssl s_client -proxy 127.0.0.1:{px.port} "
+         f"-connect localhost:{upstream.port} -servername localhost -CAfile {ca_dir / 'ca.pem'} "
+         + " ".join(args) + " 2>&1"], capture_output=True, text=True, timeout=30)
+    os.unlink(f.name)
+    return p.stdout
+
+
+def test_tls12_works_and_client_renegotiation_is_refused(px, upstream, ca_dir, token):  # noqa: F811
+    """TLS 1.2 clients are served; a renegotiation they start mid-connection is refused (it would
+    re-run a handshake under an exchange, and it is a known CPU sink)."""
+    get = f"GET /echo/{token}-tls12 HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n\r\n"
+    out = s_client(px, upstream, ca_dir, "-tls1_2", stdin=get)
+    assert "Protocol  : TLSv1.2" in out or "TLSv1.2" in out, out[-1500:]
+    assert '"target": "/echo/' in out, out[-1500:]
+    out = s_client(px, upstream, ca_dir, "-tls1_2", stdin="R\n")
+    assert "RENEGOTIATING" in out and "no renegotiation" in out, out[-1500:]
+
+
+def test_tickets_never_allow_early_data(px, upstream, ca_dir, token, tmp_path):  # noqa: F811
+    """Session tickets are issued, with max_early_data 0: 0-RTT data (replayable) is never
+    accepted, so a resumed client cannot have a request replayed through the proxy."""
+    sess = tmp_path / "sess.pem"
+    get = f"GET /echo/{token}-first HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n\r\n"
+    out = s_client(px, upstream, ca_dir, "-tls1_3", "-sess_out", str(sess), stdin=get)
+    assert "Max Early Data: 0" in out, out[-1500:]
+    early = tmp_path / "early.txt"
+    early.write_text(f"GET /echo/{token}-early HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n\r\n")
+    out = s_client(px, upstream, ca_dir, "-tls1_3", "-sess_in", str(sess), "-early_data", str(early))
+    assert "Reused, TLSv1.3" in out and "Early data was not sent" in out, out[-1500:]
+    assert not upstream.requests_matching(f"{token}-early")
