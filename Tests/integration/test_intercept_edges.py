@@ -173,3 +173,46 @@ def test_tickets_never_allow_early_data(px, upstream, ca_dir, token, tmp_path): 
     out = s_client(px, upstream, ca_dir, "-tls1_3", "-sess_in", str(sess), "-early_data", str(early))
     assert "Reused, TLSv1.3" in out and "Early data was not sent" in out, out[-1500:]
     assert not upstream.requests_matching(f"{token}-early")
+
+
+FLOOD_CONF = """\
+listen 127.0.0.1:0
+admin 127.0.0.1:0
+ca-cert {ca_dir}/ca.pem
+ca-key {ca_dir}/ca-key.pem
+route *.example.com {
+  intercept
+  auth none
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_flood_of_new_names_keeps_the_leaf_cache_small(proxy_factory, ca_dir):  # noqa: F811
+    """Every CONNECT to a new name under `*.example.com` mints a leaf and a TLS context (about
+    17 KiB). With 10,000 kept, a client naming 10,000 hosts grew the proxy by 170 MiB, past the
+    shipped sidecar's 128 MiB limit. At most 2,000 are kept (oldest evicted first)."""
+    import concurrent.futures
+
+    from policy_support import admin_get, admin_port
+
+    proxy_factory.values["ca_dir"] = ca_dir
+    px = proxy_factory(FLOOD_CONF)
+
+    def connect(i: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", px.port), timeout=10) as s:
+            s.sendall(f"CONNECT h{i}.example.com:443 HTTP/1.1\r\nHost: h{i}.example.com:443\r\n\r\n".encode())
+            return s.recv(64)[:12]
+
+    base = px.rss_kib()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = set(pool.map(connect, range(6_000)))
+    assert answers == {b"HTTP/1.1 200"}, answers
+    grown = px.rss_kib() - base
+    text = admin_get(admin_port(px), "/metrics").body.decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("credproxy_intercept_")}
+    assert values["credproxy_intercept_leaf_mints_total"] == 6_000, values
+    assert values["credproxy_intercept_leaf_cache_entries"] == 2_000, values
+    assert grown < 56 * 1024, f"the proxy grew {grown // 1024} MiB"
