@@ -72,7 +72,8 @@ public final class LeafCache: Sendable {
   /// `configure` runs on each new `SSL_CTX*` before it is cached and shared (e.g. to add the
   /// proxy's SNI callback, `cp_ssl_ctx_set_servername_callback`); it must not keep the pointer.
   public init(
-    ca: LocalCA, capacity: Int = LeafCache.defaultCapacity, lifetime: Int = 7 * 86_400, renewBefore: Int = 86_400,
+    ca: LocalCA, capacity: Int = LeafCache.defaultCapacity, lifetime: Int = 7 * 86_400,
+    renewBefore: Int = 86_400,
     clock: @escaping @Sendable () -> Int = { Int(time(nil)) },
     configure: (@Sendable (OpaquePointer) -> Void)? = nil
   ) {
