@@ -29,11 +29,9 @@ public struct UsageReport {
       do {
         var firstUnread: Int?
         let counts = try AuditLogReader.forEachNumberedLine(path: path) { line, number in
-          if let entry = AuditEntry.parse(line), collector.add(entry) {
-          } else {
-            collector.skippedLines += 1
-            if firstUnread == nil { firstUnread = number }
-          }
+          guard !(AuditEntry.parse(line).map(collector.add) ?? false) else { return }
+          collector.skippedLines += 1
+          if firstUnread == nil { firstUnread = number }
         }
         collector.skippedLines += counts.tooLong
         if collector.firstSkipped == nil {

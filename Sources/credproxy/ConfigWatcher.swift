@@ -7,10 +7,11 @@ import Glibc
 /// one over it, and a Kubernetes ConfigMap volume swaps a `..data` symlink, so a watch on the
 /// old inode would go quiet. When the path is a symlink, the directory of every hop to the file
 /// is watched too (a link in /etc to a volume mounted elsewhere changes there), re-walked after
-/// each change since a swap can lead through a directory that did not exist. `settleMs` after the first event of a batch (so a file written in
-/// several steps is read whole) the file's bytes are compared with the last ones seen; only a real change
-/// raises SIGHUP at this process, so the reload takes exactly the path `kill -HUP` takes (the
-/// main thread's sigwait). The thread inherits the blocked signal mask of `serve`.
+/// each change since a swap can lead through a directory that did not exist. `settleMs` after
+/// the first event of a batch (so a file written in several steps is read whole) the file's
+/// bytes are compared with the last ones seen; only a real change raises SIGHUP at this process,
+/// so the reload takes exactly the path `kill -HUP` takes (the main thread's sigwait). The
+/// thread inherits the blocked signal mask of `serve`.
 final class ConfigWatcher: @unchecked Sendable {
   static let settleMs: Int32 = 250
   let path: String
