@@ -62,6 +62,25 @@ def test_sni_spelled_as_the_router_reads_it_is_the_same_host(px, upstream, ca_di
     assert seen and seen[-1].header_values("Authorization") == [f"Bearer {sv.BEARER_TOKEN}"]
 
 
+def test_no_sni_is_accepted_and_the_requests_stay_bound_to_the_connect(px, upstream, ca_dir,  # noqa: F811
+                                                                       token):
+    """A client that sends no SNI (IP literals never do; some clients omit it) still gets the
+    target's leaf, and every request inside is bound to the CONNECT target, not to the SNI."""
+    conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
+    with conn:
+        assert resp.status == 200
+        ctx = ca_context(ca_dir)
+        ctx.check_hostname = False
+        conn.sock.settimeout(10)
+        conn.sock = ctx.wrap_socket(conn.sock)  # no server_hostname: no SNI
+        assert ("DNS", "localhost") in conn.sock.getpeercert()["subjectAltName"]
+        r = conn.request("GET", f"/echo/{token}-nosni", [("Host", f"localhost:{upstream.port}")])
+        assert r.status == 200, r
+        r = conn.request("GET", f"/echo/{token}-other", [("Host", f"127.0.0.1:{upstream.port}")])
+        assert r.status == 421 and r.error_code == "misdirected", r
+    assert not upstream.requests_matching(f"{token}-other")
+
+
 def test_sni_for_another_host_still_fails_in_any_spelling(px, upstream, ca_dir):  # noqa: F811
     for sni in ["localhost.evil.example", "evil.example.", "localhos"]:
         conn, resp = connect_tunnel(px.port, f"localhost:{upstream.port}")
