@@ -89,7 +89,7 @@ public struct UsageReport {
 
   static func counts(_ d: [String: Int]) -> String {
     d.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-      .map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+      .map { "\(Printable.text($0.key)) \($0.value)" }.joined(separator: ", ")
   }
 
   func routeLabel(_ number: Int?) -> String {
@@ -102,6 +102,9 @@ public struct UsageReport {
 
   // MARK: text
 
+  /// The report for a person. Every string that came from a log goes through `Printable.text`:
+  /// a log is input, and a client name or path holding escape sequences or newlines must not
+  /// drive the terminal or forge report lines.
   public func text() -> String {
     let c = collector
     var out =
@@ -127,7 +130,7 @@ public struct UsageReport {
       let first = routes.map(\.usage.first).min() ?? 0
       let last = routes.map(\.usage.last).max() ?? 0
       out +=
-        "\nclient \(client ?? "(anonymous)")  first \(Self.time(first))  last \(Self.time(last))\n"
+        "\nclient \(client.map(Printable.text) ?? "(anonymous)")  first \(Self.time(first))  last \(Self.time(last))\n"
       for (number, u) in routes {
         let denied = u.denials.values.reduce(0, +)
         out += "  \(routeLabel(number)): \(u.requests) request\(u.requests == 1 ? "" : "s")"
@@ -142,15 +145,16 @@ public struct UsageReport {
           for line in tree.collapsed(fanout: Tightening.fanout).lines() where !tree.children.isEmpty
           {
             out +=
-              String(repeating: "  ", count: line.depth + 3) + "\(line.path)  (\(line.count))\n"
+              String(repeating: "  ", count: line.depth + 3)
+              + "\(Printable.text(line.path))  (\(line.count))\n"
           }
         }
         if !u.refusedHosts.isEmpty { out += "    refused: \(Self.counts(u.refusedHosts))\n" }
         for (s, n) in u.scopeSets.sorted(by: { $0.key < $1.key }) {
-          out += "    OAuth2 scopes: \(s)  (\(n))\n"
+          out += "    OAuth2 scopes: \(Printable.text(s))  (\(n))\n"
         }
         for (a, n) in u.audiences.sorted(by: { $0.key < $1.key }) {
-          out += "    OIDC audience: \(a)  (\(n))\n"
+          out += "    OIDC audience: \(Printable.text(a))  (\(n))\n"
         }
       }
     }

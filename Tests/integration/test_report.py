@@ -305,3 +305,23 @@ def test_report_on_hostile_logs_is_bounded_and_says_what_it_skipped(tmp_path):
     r = report("odd.jsonl", cwd=tmp_path)
     assert r.returncode == 0 and "1 records" in r.stdout and "3 lines not audit records" in r.stdout, r.stdout
     assert "the first at odd.jsonl:1 (longer than 1048576 bytes)" in r.stdout, r.stdout
+
+
+def test_report_text_never_passes_control_characters_from_a_log(tmp_path):
+    """A client name, path, reason, scope set or audience in a log may hold terminal escapes and
+    newlines; the text report shows them as `?`, so a log cannot drive the operator's terminal or
+    forge lines of the report."""
+    (tmp_path / "audit.jsonl").write_bytes(
+        b'{"time":"2026-11-30T12:00:00Z","client":"ci\\u001b]0;owned\\u0007\\nclient admin",'
+        b'"method":"GET","scheme":"http","host":"a.example.com","path":"/v1/\\u001b[2J\\u2028x",'
+        b'"route":1,"decision":"allow","scopes":"s\\r\\nforged","audience":"\\u009b31m"}\n'
+        b'{"time":"2026-11-30T12:00:01Z","client":"ci","method":"GET","scheme":"http",'
+        b'"host":"a.example.com","path":"/v1/x","route":1,"decision":"deny","reason":"r\\u001b[5m"}\n')
+    r = report("audit.jsonl", cwd=tmp_path)
+    assert r.returncode == 0 and "2 records" in r.stdout, r.stdout
+    for bad in ("\x1b", "\x07", "\r", "\u2028", "\x9b"):
+        assert bad not in r.stdout, (bad, r.stdout)
+    lines = r.stdout.splitlines()
+    assert not any(line.startswith("client admin") for line in lines), r.stdout
+    assert "client ci?]0;owned??client admin" in r.stdout, r.stdout
+    assert "OAuth2 scopes: s??forged" in r.stdout, r.stdout
