@@ -235,3 +235,29 @@ def test_a_flood_of_new_names_keeps_the_leaf_cache_small(proxy_factory, ca_dir):
     assert values["credproxy_intercept_leaf_mints_total"] == 6_000, values
     assert values["credproxy_intercept_leaf_cache_entries"] == 2_000, values
     assert grown < 56 * 1024, f"the proxy grew {grown // 1024} MiB"
+
+
+def test_inner_requests_naming_anything_else_are_never_forwarded(px, upstream, ca_dir, token):  # noqa: F811
+    """Inside one tunnel, pipelined: a second CONNECT, absolute-form to another host, another
+    port, userinfo. Each is refused (421, or 400 and the connection closed); only the requests
+    for the CONNECT's own host reach the upstream, in order."""
+    up = upstream.port
+    conn, resp = connect_tunnel(px.port, f"localhost:{up}")
+    with conn:
+        assert resp.status == 200
+        tls_over(conn, ca_context(ca_dir))
+        conn.sock.sendall((
+            f"CONNECT 127.0.0.1:{up} HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\n\r\n"
+            f"GET https://127.0.0.1:{up}/echo/{token}-abs HTTP/1.1\r\nHost: localhost:{up}\r\n\r\n"
+            f"GET /echo/{token}-ok1 HTTP/1.1\r\nHost: localhost:{up}\r\n\r\n"
+            f"GET /echo/{token}-port HTTP/1.1\r\nHost: localhost:{up + 1}\r\n\r\n"
+            f"GET /echo/{token}-ok2 HTTP/1.1\r\nHost: LOCALHOST.:{up}\r\n\r\n"
+            f"GET /echo/{token}-ui HTTP/1.1\r\nHost: user@localhost:{up}\r\n\r\n"
+            f"GET /echo/{token}-after HTTP/1.1\r\nHost: localhost:{up}\r\n\r\n").encode())
+        got = [conn.read_response(10) for _ in range(6)]
+        assert [(r.status, r.error_code) for r in got] == [
+            (421, "misdirected"), (421, "misdirected"), (200, None), (421, "misdirected"),
+            (200, None), (400, "bad_request")], got
+        assert conn.wait_closed(5), "a 400 in the tunnel must end the connection"
+    seen = [r.target for r in upstream.requests_matching(token)]
+    assert seen == [f"/echo/{token}-ok1", f"/echo/{token}-ok2"], seen
