@@ -47,7 +47,7 @@ let package = Package(
     .target(name: "EgressPolicy", dependencies: ["CredproxyConfig", "HTTP1", "Wire"]),
     // `credproxy report`: audit logs (plain or gzip, streamed) summarised per client and route,
     // and a tightened config proposed as a unified diff.
-    .target(name: "AuditReport", dependencies: ["CredproxyConfig", "Wire", "CZlib"]),
+    .target(name: "AuditReport", dependencies: ["CredproxyConfig", "HTTP1", "Wire", "CZlib"]),
     // The running proxy: event loops, listener, upstream transfers over libcurl, access log.
     .target(
       name: "CredproxyCore",

@@ -21,10 +21,20 @@ public struct AuditLogReader {
     public var lines = 0
     public var tooLong = 0
     public var bytes: UInt64 = 0
+    /// The number of the first line skipped for being too long.
+    public var firstTooLong: Int?
   }
 
   public static func forEachLine(
     path: String, _ body: (UnsafeBufferPointer<UInt8>) -> Void
+  ) throws(AuditReadError) -> Counts {
+    try forEachNumberedLine(path: path) { line, _ in body(line) }
+  }
+
+  /// `forEachLine`, with each line's 1-based number in the file (empty and overlong lines
+  /// count too), so a report can say where a line it could not read is.
+  public static func forEachNumberedLine(
+    path: String, _ body: (UnsafeBufferPointer<UInt8>, Int) -> Void
   ) throws(AuditReadError) -> Counts {
     let fd = path == "-" ? dup(0) : open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else {
@@ -60,7 +70,7 @@ public struct AuditLogReader {
 
   static func inflateAll(
     fd: Int32, path: String, input: UnsafeMutableBufferPointer<UInt8>, firstCount: Int,
-    into lines: inout LineAssembler, _ body: (UnsafeBufferPointer<UInt8>) -> Void
+    into lines: inout LineAssembler, _ body: LineAssembler.Body
   ) throws(AuditReadError) {
     let output = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: chunkBytes)
     defer { output.deallocate() }
@@ -111,10 +121,12 @@ public struct AuditLogReader {
 /// Splits chunks into lines. A line within one chunk is passed straight from the chunk; only a
 /// line that spans chunks is copied, into one reused buffer.
 struct LineAssembler {
-  typealias Body = (UnsafeBufferPointer<UInt8>) -> Void
+  typealias Body = (UnsafeBufferPointer<UInt8>, Int) -> Void
   var carry: [UInt8] = []
   var skipping = false
   var counts = AuditLogReader.Counts()
+  /// Lines ended so far (the number of the line being ended, once incremented).
+  var lineNumber = 0
 
   mutating func feed(_ chunk: UnsafeBufferPointer<UInt8>, _ body: Body) {
     counts.bytes += UInt64(chunk.count)
@@ -150,7 +162,9 @@ struct LineAssembler {
 
   private mutating func endCarried(_ body: Body) {
     if skipping {
+      lineNumber += 1
       counts.tooLong += 1
+      if counts.firstTooLong == nil { counts.firstTooLong = lineNumber }
       skipping = false
     } else {
       let line = carry
@@ -160,10 +174,11 @@ struct LineAssembler {
   }
 
   private mutating func emit(_ line: UnsafeBufferPointer<UInt8>, _ body: Body) {
+    lineNumber += 1
     var line = line
     if let last = line.last, last == 0x0D { line = UnsafeBufferPointer(rebasing: line.dropLast()) }
     guard !line.isEmpty else { return }
     counts.lines += 1
-    body(line)
+    body(line, lineNumber)
   }
 }

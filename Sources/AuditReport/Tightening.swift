@@ -54,6 +54,11 @@ public enum Tightening {
         guard let u = usage.usage[UsageKey(client: client, route: number)], u.used else {
           return nil
         }
+        // Only what the route allows is evidence of use: a forged line, or a log from a config
+        // whose route numbers meant other routes, must not widen the route.
+        // (With clients defined, no caller is anonymous.)
+        if let allow = route.allow, !(client.map(allow.contains) ?? false) { return nil }
+        if client == nil && !config.clients.isEmpty { return nil }
         return (client, u)
       }
       if route.deny { continue }
@@ -82,7 +87,7 @@ public enum Tightening {
         for g in groups {
           out.append("route \(g.patterns.joined(separator: " ")) {")
           out += body.kept
-          if let m = g.methods { out.append("\(indent)methods \(m.joined(separator: " "))") }
+          if let m = g.methods { out.append("\(indent)methods \(methodWords(m))") }
           if let a = g.allow { out.append("\(indent)allow \(a.joined(separator: " "))") }
           out.append("}")
           var what = "route #\(number) \(route.name): \(g.patterns.joined(separator: " "))"
@@ -102,7 +107,7 @@ public enum Tightening {
       var notes: [String] = []
       var newLines: [String] = []
       if let m = narrowed.methods {
-        newLines.append("\(indent)methods \(m.joined(separator: " "))")
+        newLines.append("\(indent)methods \(methodWords(m))")
         notes.append(
           "methods \(m.joined(separator: " ")) (was \(route.methods.map { $0.sorted().joined(separator: " ") } ?? "any"))"
         )
@@ -168,7 +173,7 @@ public enum Tightening {
   {
     var methods: [String]?
     if !route.tunnel {
-      let m = Set(used.flatMap { $0.1.methods.keys }).subtracting(["CONNECT"])
+      let m = withinRoute(Set(used.flatMap { $0.1.methods.keys }), route)
       if !m.isEmpty && (route.methods == nil || route.methods! != m) {
         methods = orderedMethods(m)
       }
@@ -180,6 +185,18 @@ public enum Tightening {
       if !a.isEmpty && (route.allow == nil || Set(route.allow!) != Set(a)) { allow = a }
     }
     return (methods, allow)
+  }
+
+  /// The methods used that the route allows (a log line may claim any), CONNECT aside.
+  static func withinRoute(_ methods: Set<String>, _ route: Route) -> Set<String> {
+    let m = methods.subtracting(["CONNECT"])
+    return route.methods.map { m.intersection($0) } ?? m
+  }
+
+  /// Methods as config words: an HTTP token may hold `#`, which the config lexer reads as the
+  /// start of a comment unless it is quoted.
+  static func methodWords(_ methods: [String]) -> String {
+    methods.map { $0.contains("#") ? "\"\($0)\"" : $0 }.joined(separator: " ")
   }
 
   static func orderedMethods(_ m: Set<String>) -> [String] {
@@ -314,7 +331,7 @@ public enum Tightening {
           clientOrder.firstIndex(of: $1) ?? Int.max, $1
         )
       }
-      let m = Set(names.flatMap { methodsOf[$0] ?? [] }).subtracting(["CONNECT"])
+      let m = withinRoute(Set(names.flatMap { methodsOf[$0] ?? [] }), route)
       return Group(
         patterns: patterns.map(text).sorted(),
         allow: config.clients.isEmpty ? route.allow : names.filter { !$0.isEmpty },

@@ -1,3 +1,4 @@
+import HTTP1
 import Wire
 
 /// A destination as the caller named it: host (lowercase, IPv6 without brackets) and the port
@@ -20,6 +21,11 @@ public struct HostPort: Hashable, Sendable, Comparable, CustomStringConvertible 
 public struct UsageKey: Hashable, Sendable {
   public var client: String?
   public var route: Int?
+
+  public init(client: String?, route: Int?) {
+    self.client = client
+    self.route = route
+  }
 }
 
 /// What one client did on one route in the window.
@@ -44,20 +50,38 @@ public final class RouteUsage: @unchecked Sendable {
 
   static let maxHosts = 256
   static let maxRefusedHosts = 32
+  /// Distinct methods, reasons, scope sets and audiences kept per client and route: a proxy
+  /// writes a handful, a hostile log could name millions.
+  static let maxKeys = 64
 
   /// True when some request used the route (what the tightened config keeps).
   public var used: Bool { !methods.isEmpty }
 }
 
-/// Streams audit entries into per-client, per-route usage. Memory grows with the number of
-/// distinct clients, routes, hosts and (bounded) path trees, never with the number of lines.
+extension Dictionary where Value == Int {
+  /// Counts one `key`, keeping at most `limit` keys (a new key past it is not counted).
+  mutating func count(_ key: Key, limit: Int = RouteUsage.maxKeys) {
+    if count < limit || self[key] != nil { self[key, default: 0] += 1 }
+  }
+}
+
+/// Streams audit entries into per-client, per-route usage. Memory is bounded whatever the log
+/// holds: at most `maxPairs` client/route pairs (what a config has is far fewer; records for
+/// pairs past it are counted in `overflowRecords`), each with bounded counters and path trees.
 public final class UsageCollector: @unchecked Sendable {
+  public static let maxPairs = 10_000
   public let since: Double?
   public private(set) var usage: [UsageKey: RouteUsage] = [:]
+  /// Each client's routes, in the order first seen (so listing a client is not a scan of all).
+  private var routesByClient: [String?: [Int?]] = [:]
+  /// Records of client/route pairs past `maxPairs`: counted, not itemised.
+  public private(set) var overflowRecords = 0
   /// Records counted, records before `since`, lines that were not audit records.
   public private(set) var records = 0
   public private(set) var beforeWindow = 0
   public var skippedLines = 0
+  /// Where the first skipped line is (`FILE:LINE`), for the report to point at.
+  public var firstSkipped: String?
   public private(set) var first = Double.infinity
   public private(set) var last = -Double.infinity
 
@@ -72,10 +96,13 @@ public final class UsageCollector: @unchecked Sendable {
 
   public init(since: Double?) { self.since = since }
 
-  public func add(_ e: AuditEntry) {
+  /// Counts `e`; false (nothing counted) when it is not a record the proxy could have written.
+  @discardableResult
+  public func add(_ e: AuditEntry) -> Bool {
+    guard Self.isWellFormed(e) else { return false }
     if let since, e.time < since {
       beforeWindow += 1
-      return
+      return true
     }
     records += 1
     first = min(first, e.time)
@@ -84,9 +111,13 @@ public final class UsageCollector: @unchecked Sendable {
     let u: RouteUsage
     if let existing = usage[key] {
       u = existing
+    } else if usage.count >= Self.maxPairs {
+      overflowRecords += 1
+      return true
     } else {
       u = RouteUsage()
       usage[key] = u
+      routesByClient[e.client, default: []].append(e.route)
     }
     u.requests += 1
     u.first = min(u.first, e.time)
@@ -94,24 +125,24 @@ public final class UsageCollector: @unchecked Sendable {
     let reason = e.reason ?? "unknown"
     switch e.decision {
     case "report":
-      u.wouldDeny[reason, default: 0] += 1
-      return
+      u.wouldDeny.count(reason)
+      return true
     case "deny":
-      u.denials[reason, default: 0] += 1
+      u.denials.count(reason)
       if Self.policyRefusals.contains(reason) {
         let target = HostPort(host: e.host, port: e.port).description
         if u.refusedHosts.count < RouteUsage.maxRefusedHosts || u.refusedHosts[target] != nil {
           u.refusedHosts[target, default: 0] += 1
         }
-        return
+        return true
       }
     default:
       break
     }
-    guard e.route != nil else { return }
-    u.methods[e.method, default: 0] += 1
-    if let s = e.scopes { u.scopeSets[s, default: 0] += 1 }
-    if let a = e.audience { u.audiences[a, default: 0] += 1 }
+    guard e.route != nil else { return true }
+    u.methods.count(e.method)
+    if let s = e.scopes { u.scopeSets.count(s) }
+    if let a = e.audience { u.audiences.count(a) }
     var hp = HostPort(host: e.host, port: e.port)
     if u.paths[hp] == nil && u.paths.count >= RouteUsage.maxHosts { hp = HostPort(host: "*") }
     let tree: PathTree
@@ -122,19 +153,31 @@ public final class UsageCollector: @unchecked Sendable {
       u.paths[hp] = tree
     }
     if e.scheme == "connect" { tree.add(path: "") } else { tree.add(path: e.path) }
+    return true
+  }
+
+  /// The host as the proxy's request parser reads and the audit writer writes it
+  /// (`HTTP1.Authority`: lowercase, no trailing dot, IPv6 without brackets) and the method an
+  /// HTTP token. A line with anything else was not written by the proxy, and must not reach the
+  /// proposal, which writes hosts and methods into config text (a host `evil.com
+  /// a.example.com` would otherwise become two route patterns).
+  static func isWellFormed(_ e: AuditEntry) -> Bool {
+    guard HeaderNames.isToken(e.method) else { return false }
+    let bracketed = e.host.contains(":") ? "[\(e.host)]" : e.host
+    guard let authority = Authority.parse(Substring(bracketed)) else { return false }
+    return authority.host == e.host && authority.port == nil
   }
 
   /// The clients in the window (nil: anonymous), named ones sorted, anonymous last.
   public var clients: [String?] {
-    let names = Set(usage.keys.compactMap(\.client)).sorted()
-    let anonymous = usage.keys.contains { $0.client == nil }
+    let names = routesByClient.keys.compactMap { $0 }.sorted()
+    let anonymous = routesByClient[nil] != nil
     return names.map { Optional($0) } + (anonymous ? [nil] : [])
   }
 
   /// One client's routes in route order, no-route last.
   public func routes(of client: String?) -> [(route: Int?, usage: RouteUsage)] {
-    usage.filter { $0.key.client == client }
-      .sorted { ($0.key.route ?? Int.max) < ($1.key.route ?? Int.max) }
-      .map { ($0.key.route, $0.value) }
+    (routesByClient[client] ?? []).sorted { ($0 ?? Int.max) < ($1 ?? Int.max) }
+      .compactMap { route in usage[UsageKey(client: client, route: route)].map { (route, $0) } }
   }
 }

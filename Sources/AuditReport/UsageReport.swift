@@ -27,14 +27,21 @@ public struct UsageReport {
     var errors: [AuditReadError] = []
     for path in files {
       do {
-        let counts = try AuditLogReader.forEachLine(path: path) { line in
-          if let entry = AuditEntry.parse(line) {
-            collector.add(entry)
-          } else {
-            collector.skippedLines += 1
-          }
+        var firstUnread: Int?
+        let counts = try AuditLogReader.forEachNumberedLine(path: path) { line, number in
+          guard !(AuditEntry.parse(line).map(collector.add) ?? false) else { return }
+          collector.skippedLines += 1
+          if firstUnread == nil { firstUnread = number }
         }
         collector.skippedLines += counts.tooLong
+        if collector.firstSkipped == nil {
+          if let n = counts.firstTooLong, n < firstUnread ?? Int.max {
+            collector.firstSkipped =
+              "\(path):\(n) (longer than \(AuditLogReader.maxLineBytes) bytes)"
+          } else if let n = firstUnread {
+            collector.firstSkipped = "\(path):\(n)"
+          }
+        }
       } catch {
         errors.append(error)
       }
@@ -82,7 +89,7 @@ public struct UsageReport {
 
   static func counts(_ d: [String: Int]) -> String {
     d.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-      .map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+      .map { "\(Printable.text($0.key)) \($0.value)" }.joined(separator: ", ")
   }
 
   func routeLabel(_ number: Int?) -> String {
@@ -95,6 +102,9 @@ public struct UsageReport {
 
   // MARK: text
 
+  /// The report for a person. Every string that came from a log goes through `Printable.text`:
+  /// a log is input, and a client name or path holding escape sequences or newlines must not
+  /// drive the terminal or forge report lines.
   public func text() -> String {
     let c = collector
     var out =
@@ -102,7 +112,16 @@ public struct UsageReport {
     if c.records > 0 { out += " \(Self.windowPhrase(c))" }
     var extra: [String] = []
     if c.beforeWindow > 0 { extra.append("\(c.beforeWindow) before --since") }
-    if c.skippedLines > 0 { extra.append("\(c.skippedLines) lines not audit records") }
+    if c.skippedLines > 0 {
+      extra.append(
+        "\(c.skippedLines) lines not audit records"
+          + (c.firstSkipped.map { ", the first at \($0)" } ?? ""))
+    }
+    if c.overflowRecords > 0 {
+      extra.append(
+        "\(c.overflowRecords) records of client/route pairs past the first \(UsageCollector.maxPairs) counted but not itemised"
+      )
+    }
     if !extra.isEmpty { out += " (" + extra.joined(separator: ", ") + ")" }
     out += "\n"
     for e in readErrors { out += "warning: \(e)\n" }
@@ -111,7 +130,7 @@ public struct UsageReport {
       let first = routes.map(\.usage.first).min() ?? 0
       let last = routes.map(\.usage.last).max() ?? 0
       out +=
-        "\nclient \(client ?? "(anonymous)")  first \(Self.time(first))  last \(Self.time(last))\n"
+        "\nclient \(client.map(Printable.text) ?? "(anonymous)")  first \(Self.time(first))  last \(Self.time(last))\n"
       for (number, u) in routes {
         let denied = u.denials.values.reduce(0, +)
         out += "  \(routeLabel(number)): \(u.requests) request\(u.requests == 1 ? "" : "s")"
@@ -126,15 +145,16 @@ public struct UsageReport {
           for line in tree.collapsed(fanout: Tightening.fanout).lines() where !tree.children.isEmpty
           {
             out +=
-              String(repeating: "  ", count: line.depth + 3) + "\(line.path)  (\(line.count))\n"
+              String(repeating: "  ", count: line.depth + 3)
+              + "\(Printable.text(line.path))  (\(line.count))\n"
           }
         }
         if !u.refusedHosts.isEmpty { out += "    refused: \(Self.counts(u.refusedHosts))\n" }
         for (s, n) in u.scopeSets.sorted(by: { $0.key < $1.key }) {
-          out += "    OAuth2 scopes: \(s)  (\(n))\n"
+          out += "    OAuth2 scopes: \(Printable.text(s))  (\(n))\n"
         }
         for (a, n) in u.audiences.sorted(by: { $0.key < $1.key }) {
-          out += "    OIDC audience: \(a)  (\(n))\n"
+          out += "    OIDC audience: \(Printable.text(a))  (\(n))\n"
         }
       }
     }
@@ -184,6 +204,12 @@ public struct UsageReport {
     o.raw(String(c.beforeWindow))
     o.key("skipped_lines")
     o.raw(String(c.skippedLines))
+    if let first = c.firstSkipped {
+      o.key("first_skipped")
+      o.string(first)
+    }
+    o.key("overflow_records")
+    o.raw(String(c.overflowRecords))
     o.key("first")
     o.time(c.first)
     o.key("last")

@@ -20,23 +20,17 @@ static const long CP_SSL_MODE_MOVING_BUFFER = SSL_MODE_ACCEPT_MOVING_WRITE_BUFFE
 static const long CP_SSL_MODE_RELEASE_BUFFERS = SSL_MODE_RELEASE_BUFFERS;
 
 /* Interception: the TLS SNI must name the CONNECT target, which the connection keeps as the SSL's
-   app data. A mismatch fails the handshake; no SNI is allowed (IP literals have none) and the
-   inner requests' authority is bound to the target anyway. */
-#include <strings.h>
-static int cp_sni_matches_target(SSL *ssl, int *alert, void *arg) {
-  (void)arg;
-  const char *expected = (const char *)SSL_get_app_data(ssl);
-  const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  if (sni == NULL) return SSL_TLSEXT_ERR_NOACK;
-  if (expected == NULL || strcasecmp(sni, expected) != 0) {
-    *alert = SSL_AD_UNRECOGNIZED_NAME;
-    return SSL_TLSEXT_ERR_ALERT_FATAL;
-  }
-  return SSL_TLSEXT_ERR_OK;
+   app data. The check itself is Swift (CredproxyCore's ClientTransport), so the SNI is read with
+   the router's host canonicaliser. */
+typedef int (*cp_servername_cb)(SSL *ssl, int *alert, void *arg);
+static inline long cp_ssl_ctx_set_servername_callback(SSL_CTX *ctx, cp_servername_cb cb) {
+  return SSL_CTX_set_tlsext_servername_callback(ctx, cb);
 }
-static inline long cp_ssl_ctx_require_sni_target(SSL_CTX *ctx) {
-  return SSL_CTX_set_tlsext_servername_callback(ctx, cp_sni_matches_target);
-}
+static inline void *cp_ssl_get_app_data(const SSL *ssl) { return SSL_get_app_data(ssl); }
+static const int CP_SSL_AD_UNRECOGNIZED_NAME = SSL_AD_UNRECOGNIZED_NAME;
+static const int CP_SSL_TLSEXT_ERR_OK = SSL_TLSEXT_ERR_OK;
+static const int CP_SSL_TLSEXT_ERR_NOACK = SSL_TLSEXT_ERR_NOACK;
+static const int CP_SSL_TLSEXT_ERR_ALERT_FATAL = SSL_TLSEXT_ERR_ALERT_FATAL;
 static inline int cp_ssl_set_app_data(SSL *ssl, void *data) { return SSL_set_app_data(ssl, data); }
 
 /* The local CA (module LocalCA): certificates, extensions, EC keys, ALPN. */

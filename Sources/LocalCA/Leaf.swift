@@ -48,7 +48,7 @@ public final class Leaf: @unchecked Sendable {
   /// session cache; partial and moving-buffer writes
   /// and released buffers, as credproxy's client transport expects. The context holds its own
   /// references to the certificates and key. Not set here: a servername callback
-  /// (`cp_ssl_ctx_require_sni_target` in CCrypto) — the caller adds the SNI policy it wants.
+  /// (`cp_ssl_ctx_set_servername_callback` in CCrypto) — the caller adds the SNI policy it wants.
   public func makeServerContext() throws(LocalCAError) -> OpaquePointer {
     guard let ctx = SSL_CTX_new(TLS_server_method()) else {
       throw LocalCAError("cannot create a TLS context: \(SSLSupport.lastError())")

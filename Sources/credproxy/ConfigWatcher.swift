@@ -5,10 +5,13 @@ import Glibc
 ///
 /// inotify watches the file's directory, not the file: editors replace a file by renaming a new
 /// one over it, and a Kubernetes ConfigMap volume swaps a `..data` symlink, so a watch on the
-/// old inode would go quiet. `settleMs` after the first event of a batch (so a file written in
-/// several steps is read whole) the file's bytes are compared with the last ones seen; only a real change
-/// raises SIGHUP at this process, so the reload takes exactly the path `kill -HUP` takes (the
-/// main thread's sigwait). The thread inherits the blocked signal mask of `serve`.
+/// old inode would go quiet. When the path is a symlink, the directory of every hop to the file
+/// is watched too (a link in /etc to a volume mounted elsewhere changes there), re-walked after
+/// each change since a swap can lead through a directory that did not exist. `settleMs` after
+/// the first event of a batch (so a file written in several steps is read whole) the file's
+/// bytes are compared with the last ones seen; only a real change raises SIGHUP at this process,
+/// so the reload takes exactly the path `kill -HUP` takes (the main thread's sigwait). The
+/// thread inherits the blocked signal mask of `serve`.
 final class ConfigWatcher: @unchecked Sendable {
   static let settleMs: Int32 = 250
   let path: String
@@ -21,16 +24,37 @@ final class ConfigWatcher: @unchecked Sendable {
     guard fd >= 0 else {
       throw WatchError(message: "inotify_init1: \(String(cString: strerror(errno)))")
     }
-    let directory = (path as NSString).deletingLastPathComponent
-    let mask =
-      UInt32(IN_CLOSE_WRITE) | UInt32(IN_MOVED_TO) | UInt32(IN_CREATE) | UInt32(IN_DELETE)
-      | UInt32(IN_MODIFY) | UInt32(IN_ATTRIB)
-    guard inotify_add_watch(fd, directory.isEmpty ? "." : directory, mask) >= 0 else {
+    let directory = Self.directory(of: path)
+    guard inotify_add_watch(fd, directory, Self.mask) >= 0 else {
       let why = String(cString: strerror(errno))
       close(fd)
-      throw WatchError(message: "cannot watch \(directory.isEmpty ? "." : directory): \(why)")
+      throw WatchError(message: "cannot watch \(directory): \(why)")
     }
+    watchLinkedDirectories()
     last = Self.contents(path)
+  }
+
+  static let mask =
+    UInt32(IN_CLOSE_WRITE) | UInt32(IN_MOVED_TO) | UInt32(IN_CREATE) | UInt32(IN_DELETE)
+    | UInt32(IN_MODIFY) | UInt32(IN_ATTRIB)
+
+  static func directory(of path: String) -> String {
+    let d = (path as NSString).deletingLastPathComponent
+    return d.isEmpty ? "." : d
+  }
+
+  /// Adds a watch on the directory each symlink on the way to the file points into (adding one
+  /// that exists is a no-op; a deleted directory's watch goes by itself).
+  private func watchLinkedDirectories() {
+    var current = path
+    for _ in 0..<40 {  // ELOOP's limit
+      guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: current)
+      else { return }
+      current =
+        target.hasPrefix("/")
+        ? target : (Self.directory(of: current) as NSString).appendingPathComponent(target)
+      _ = inotify_add_watch(fd, Self.directory(of: current), Self.mask)
+    }
   }
 
   struct WatchError: Error { var message: String }
@@ -73,6 +97,7 @@ final class ConfigWatcher: @unchecked Sendable {
         if Self.nowMs() < firstEvent! + Int64(Self.settleMs) { continue }
       }
       firstEvent = nil
+      watchLinkedDirectories()
       let now = Self.contents(path)
       guard let now, now != last else { continue }
       last = now

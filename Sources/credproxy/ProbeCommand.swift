@@ -10,7 +10,7 @@ let probeUsage = """
 
   GETs URL (http://127.0.0.1:9090/readyz) and exits 0 on a 2xx answer, 1 otherwise (printing
   the status line and body). --token-env NAME sends `Authorization: Bearer $NAME`, for an
-  admin listener with a token. --timeout defaults to 2 seconds.
+  admin listener with a token. --timeout (default 2 seconds) bounds the whole exchange.
   """
 
 func runProbeCommand(_ args: [String]) -> Never {
@@ -104,7 +104,9 @@ struct ProbeTarget {
     guard connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
       return .failure(ProbeError(message: "connect: \(errnoText())"))
     }
-    var request = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n"
+    // An IPv6 literal goes in brackets in Host, as in the URL (a bare `::1` is refused).
+    let hostField = host.contains(":") ? "[\(host)]" : host
+    var request = "GET \(path) HTTP/1.1\r\nHost: \(hostField):\(port)\r\nConnection: close\r\n"
     if let token { request += "Authorization: Bearer \(token)\r\n" }
     request += "\r\n"
     let bytes = Array(request.utf8)
@@ -114,7 +116,15 @@ struct ProbeTarget {
     else { return .failure(ProbeError(message: "send: \(errnoText())")) }
     var answer: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+    // `timeout` bounds the whole answer, not each read: a peer sending a byte at a time must not
+    // keep a health check running.
+    let deadline = ConfigWatcher.nowMs() + Int64(timeout * 1000)
     while answer.count < 1 << 20 {
+      var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+      let left = deadline - ConfigWatcher.nowMs()
+      guard left > 0, poll(&p, 1, Int32(min(left, Int64(Int32.max)))) > 0 else {
+        return .failure(ProbeError(message: "no complete answer within \(timeout) s"))
+      }
       let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
       if n == 0 { break }
       guard n > 0 else { return .failure(ProbeError(message: "read: \(errnoText())")) }

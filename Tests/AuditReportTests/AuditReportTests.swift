@@ -178,6 +178,58 @@ final class PathTreeTests: XCTestCase {
   }
 }
 
+final class UsageCollectorTests: XCTestCase {
+  /// A hostile log naming a new client, route, method and scope set on every line: memory stays
+  /// bounded (pairs, counters) and the report is built in time linear in what is kept (listing
+  /// each client's routes used to scan every pair: 500,000 clients took minutes).
+  func testDistinctNamesOnEveryLineStayBoundedAndFast() {
+    let usage = UsageCollector(since: nil)
+    let lines = 60_000
+    let started = Date()
+    for i in 0..<lines {
+      var e = AuditEntry()
+      e.time = 1_795_701_600
+      e.client = "c\(i)"
+      e.method = i % 2 == 0 ? "GET" : "M\(i)"
+      e.host = "a.example.com"
+      e.path = "/v1/x"
+      e.route = i
+      e.decision = "allow"
+      e.scopes = "s\(i)"
+      XCTAssertTrue(usage.add(e))
+    }
+    XCTAssertEqual(usage.records, lines)
+    XCTAssertEqual(usage.usage.count, UsageCollector.maxPairs)
+    XCTAssertEqual(usage.overflowRecords, lines - UsageCollector.maxPairs)
+    var listed = 0
+    for client in usage.clients { listed += usage.routes(of: client).count }
+    XCTAssertEqual(listed, UsageCollector.maxPairs)
+    XCTAssertLessThan(Date().timeIntervalSince(started), 20)
+  }
+
+  func testCountersPerPairAreBounded() {
+    let usage = UsageCollector(since: nil)
+    for i in 0..<1_000 {
+      var e = AuditEntry()
+      e.time = 1_795_701_600
+      e.client = "one"
+      e.method = "M\(i)"
+      e.host = "a.example.com"
+      e.route = 1
+      e.decision = i % 2 == 0 ? "deny" : "allow"
+      e.reason = "r\(i)"
+      e.audience = "https://\(i).example"
+      e.scopes = "s\(i)"
+      usage.add(e)
+    }
+    let u = usage.usage[UsageKey(client: "one", route: 1)]!
+    XCTAssertEqual(u.requests, 1_000)
+    for counter in [u.methods, u.denials, u.audiences, u.scopeSets] {
+      XCTAssertLessThanOrEqual(counter.count, 64)
+    }
+  }
+}
+
 final class UnifiedDiffTests: XCTestCase {
   /// The diff applies with the system's `patch` and gives the new text back.
   func testAppliesWithPatch() throws {

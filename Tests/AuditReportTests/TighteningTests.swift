@@ -174,4 +174,114 @@ final class TighteningTests: XCTestCase {
     XCTAssertTrue(p.text.contains("route a.example.com/v1/items {"), p.text)
     XCTAssertTrue(p.text.contains("route *.example.com {\n  mode report\n  deny\n}"), p.text)
   }
+
+  /// An audit log is input like any other: a line can say anything. Hosts and methods the
+  /// proxy could never have written (spaces, newlines, braces: config syntax) are not records,
+  /// so they can neither add patterns nor directives to the proposal; a method the proxy does
+  /// accept but the config lexer reads as a comment (`#`) is written quoted.
+  func testHostileLogLinesCannotWidenTheProposal() throws {
+    let text = """
+      client ci {
+        token env:CI_TOKEN
+      }
+      route *.example.com {
+        auth bearer env:EXAMPLE_TOKEN
+        allow ci
+      }
+
+      """
+    let parsed = try ConfigParser.parse(text: text, path: "proxy.conf")
+    let usage = UsageCollector(since: nil)
+    XCTAssertTrue(usage.add(entry("ci", "GET", "a.example.com", "/v1/x", route: 1)))
+    XCTAssertTrue(usage.add(entry("ci", "G#T", "a.example.com", "/v1/x", route: 1)))
+    for host in [
+      "attacker.net b.example.com", "b.example.com {\n  auth none\n}\nroute evil.com c.example.com",
+      "evil.com#.example.com", "B.EXAMPLE.COM", "d.example.com.", "[::1]", "",
+    ] {
+      XCTAssertFalse(usage.add(entry("ci", "GET", host, "/v1/y", route: 1)), host)
+    }
+    for method in ["GET }\nroute evil.com {", "GET\n  auth none", "GET POST", ""] {
+      XCTAssertFalse(usage.add(entry("ci", method, "a.example.com", "/v1/y", route: 1)), method)
+    }
+    XCTAssertTrue(
+      usage.add(
+        entry("ci", "GET", "::1", "/v1/y", route: nil, decision: "deny", reason: "no_route")))
+    let p = Tightening.propose(config: parsed, text: text, usage: usage, window: "w")
+    XCTAssertNil(p.validationErrors, p.validationErrors ?? "")
+    let next = try ConfigParser.parse(text: p.text, path: "proxy.conf")
+    for route in next.routes {
+      for pattern in route.patterns {
+        switch pattern.host {
+        case .exact(let h): XCTAssertTrue(h.hasSuffix(".example.com"), p.text)
+        case .suffix(let s): XCTAssertEqual(s, "example.com", p.text)
+        case .any: XCTFail(p.text)
+        }
+      }
+      if !route.deny { XCTAssertEqual(route.methods, ["GET", "G#T"], p.text) }
+    }
+    XCTAssertFalse(p.text.contains("evil") || p.text.contains("attacker"), p.text)
+  }
+
+  /// Whatever a log claims (a forged line, or a log from an older config whose route numbers
+  /// meant other routes), the proposal only ever narrows: `methods` and `allow` stay within the
+  /// route's own, for a narrowed route and for every route a wide one is split into.
+  func testProposalNeverAllowsMoreMethodsOrClientsThanTheRoute() throws {
+    let text = """
+      client alice {
+        token env:ALICE_TOKEN
+      }
+      client bob {
+        token env:BOB_TOKEN
+      }
+      route api.example.com/v1 {
+        auth bearer env:API_TOKEN
+        methods GET
+        allow alice
+      }
+      route *.example.com {
+        auth bearer env:EXAMPLE_TOKEN
+        methods GET HEAD
+        allow alice
+      }
+      route *.example.org {
+        auth none
+      }
+
+      """
+    let parsed = try ConfigParser.parse(text: text, path: "proxy.conf")
+    let usage = UsageCollector(since: nil)
+    usage.add(entry("alice", "GET", "api.example.com", "/v1/a", route: 1))
+    usage.add(entry("bob", "DELETE", "api.example.com", "/v1/a", route: 1))
+    usage.add(entry("alice", "GET", "a.example.com", "/v2/items", route: 2))
+    usage.add(entry("bob", "POST", "a.example.com", "/v2/items", route: 2))
+    usage.add(entry("bob", "PUT", "b.example.com", "/v3/things", route: 2))
+    usage.add(entry("alice", "GET", "a.example.org", "/v1", route: 3))
+    var anonymous = entry("x", "GET", "c.example.org", "/v4", route: 3)
+    anonymous.client = nil  // never written while clients are defined
+    usage.add(anonymous)
+    let p = Tightening.propose(config: parsed, text: text, usage: usage, window: "w")
+    XCTAssertNil(p.validationErrors, p.validationErrors ?? "")
+    let next = try ConfigParser.parse(text: p.text, path: "proxy.conf")
+    for route in next.routes where !route.deny {
+      if route.patterns.contains(where: { $0.description.contains("example.org") }) { continue }
+      XCTAssertTrue(route.methods?.isSubset(of: ["GET", "HEAD"]) ?? false, p.text)
+      XCTAssertEqual(route.allow ?? [], ["alice"], p.text)
+    }
+    let router = Router(routes: next.routes)
+    for (client, method, host, path) in [
+      ("bob", "DELETE", "api.example.com", "/v1/a"), ("bob", "POST", "a.example.com", "/v2/items"),
+      ("alice", "PUT", "b.example.com", "/v3/things"),
+      ("bob", "GET", "b.example.com", "/v3/things"),
+      ("alice", "GET", "c.example.org", "/v4"),
+    ] {
+      guard
+        case .refuse = router.decide(
+          method: method, host: host, explicitPort: nil, path: path, client: client)
+      else { return XCTFail("\(client) \(method) \(host)\(path) passes:\n\(p.text)") }
+    }
+    guard
+      case .forward = router.decide(
+        method: "GET", host: "a.example.com", explicitPort: nil, path: "/v2/items", client: "alice")
+    else { return XCTFail(p.text) }
+  }
 }

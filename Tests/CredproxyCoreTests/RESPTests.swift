@@ -45,6 +45,32 @@ final class RESPTests: XCTestCase {
     XCTAssertThrowsError(try long.next())
   }
 
+  /// A broken or hostile server: arrays nested without end (each level one recursion, so this
+  /// overflowed the loop thread's stack), and one reply growing past what any answer of ours
+  /// needs (4,096 bulk strings of 1 MiB each was 4 GiB buffered before the reply completed).
+  func testDeeplyNestedOrEndlessRepliesAreRefused() {
+    var deep = RESP.Reader()
+    deep.append(Array(String(repeating: "*1\r\n", count: 200_000).utf8))
+    XCTAssertThrowsError(try deep.next())
+    var shallow = RESP.Reader()
+    shallow.append(Array("*1\r\n*1\r\n*1\r\n:5\r\n".utf8))
+    XCTAssertEqual(try shallow.next(), .array([.array([.array([.integer(5)])])]))
+
+    var huge = RESP.Reader()
+    huge.append(Array("*4096\r\n".utf8))
+    let bulk = Array("$1048576\r\n".utf8) + [UInt8](repeating: 0x61, count: 1 << 20) + [13, 10]
+    var threw = false
+    for _ in 0..<4096 {
+      huge.append(bulk)
+      do { _ = try huge.next() } catch {
+        threw = true
+        break
+      }
+    }
+    XCTAssertTrue(threw)
+    XCTAssertLessThanOrEqual(huge.unparsedCount, RESP.Reader.maxBuffered + bulk.count)
+  }
+
   func testScriptShaIsSHA1OfTheSource() {
     // sha1("return 1"), as `redis-cli SCRIPT LOAD "return 1"` prints it.
     XCTAssertEqual(

@@ -22,7 +22,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -255,6 +257,46 @@ def test_probe_command_against_the_admin_listener(proxy_factory, upstream):
     assert r.returncode == 1 and "503" in r.stdout and "draining" in r.stdout, r
     assert probe("/healthz", "--token-env", "PROBE_ADMIN_TOKEN").returncode == 0
     c.close()
+
+
+def test_probe_an_ipv6_admin_listener(proxy_factory, upstream):
+    """`admin [::1]:PORT`: the probe's Host must be `[::1]:PORT`; a bare `::1` is refused (400)."""
+    px = proxy_factory("listen 127.0.0.1:0\nadmin [::1]:0\n")
+    m = re.search(r"admin listening on (\[::1\]:\d+)", px.stderr_text())
+    assert m, px.stderr_text()
+    r = run(binary_path(), "probe", f"http://{m.group(1)}/readyz", timeout=10)
+    assert r.returncode == 0 and "ready" in r.stdout, r
+
+
+def test_probe_timeout_bounds_the_whole_exchange(tmp_path):
+    """--timeout is the probe's whole budget: an admin port that answers a byte at a time (or a
+    stuck process holding it) must not keep an exec probe running past it."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def dribble():
+        c, _ = srv.accept()
+        with c:
+            c.recv(4096)
+            for b in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000:
+                if stop.wait(0.3):
+                    return
+                try:
+                    c.sendall(bytes([b]))
+                except OSError:
+                    return
+
+    t = threading.Thread(target=dribble, daemon=True)
+    t.start()
+    started = time.monotonic()
+    r = run(binary_path(), "probe", f"http://127.0.0.1:{port}/readyz", "--timeout", "1", timeout=30)
+    took = time.monotonic() - started
+    stop.set()
+    srv.close()
+    assert r.returncode == 1 and took < 4, (took, r)
 
 
 # -- container ---------------------------------------------------------------------------------

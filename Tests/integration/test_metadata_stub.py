@@ -214,6 +214,22 @@ def test_metadata_checks_like_the_real_server(setup):
     assert meta_get(port, "/computeMetadata/v1/nope").status == 404
 
 
+def test_directories_sdks_probe_are_listed(setup):
+    """Node's gcp-metadata decides "on GCE or not" with GET /computeMetadata/v1/instance (no
+    slash): anything but a 200 with `Metadata-Flavor: Google` and a body makes google-auth-library
+    give up before it asks for a token. The stub lists the directories it serves, as the real
+    server does."""
+    port = setup["meta"]
+    for path, entry in [("/computeMetadata/v1/instance", "service-accounts/"),
+                        ("/computeMetadata/v1/instance/", "service-accounts/"),
+                        ("/computeMetadata/v1/project", "project-id"),
+                        ("/computeMetadata/v1/project/", "project-id")]:
+        r = meta_get(port, path)
+        assert r.status == 200 and r.header("Metadata-Flavor") == "Google", (path, r)
+        assert entry in r.text.split("\n"), (path, r.text)
+        assert meta_get(port, path, headers=()).status == 403
+
+
 @pytest.mark.parametrize("where", [
     ("/plain", "Authorization", "Bearer {t}"),
     ("/plain", "X-Api-Key", "{t}"),

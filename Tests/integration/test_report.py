@@ -178,6 +178,8 @@ def test_report_since_and_errors(tmp_path):
     assert "unused_routes" not in d, "no config here: no proposal"
     r = report(str(log), cwd=tmp_path)
     assert r.returncode == 0 and "3 records" in r.stdout and "1 lines not audit records" in r.stdout, r.stdout
+    # Where: the line that is not a record is the third of the file.
+    assert f"the first at {log}:3" in r.stdout, r.stdout
 
     bad_gz = tmp_path / "audit.jsonl.2.gz"
     bad_gz.write_bytes(gzip.compress(log.read_bytes())[:-20])
@@ -263,3 +265,63 @@ def test_report_never_prints_inline_secrets(tmp_path):
     assert quoted in proposal.read_text() and "methods GET\n" in proposal.read_text()
     check = subprocess.run([str(binary_path()), "check", "--config", str(proposal)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.timeout(120)
+def test_report_on_hostile_logs_is_bounded_and_says_what_it_skipped(tmp_path):
+    """A log is input: every line naming a new client and route (listing each client's routes
+    scanned every pair, so 500,000 clients took a quarter of an hour at 670 MB), lines nested a
+    million deep, overlong, invalid UTF-8, a gzip bomb. The report finishes, with flat memory,
+    and counts what it did not itemise."""
+    rec = {"time": "2026-11-30T12:00:00Z", "scheme": "http", "host": "a.example.com", "port": None,
+           "path": "/v1/x", "decision": "allow", "status": 200}
+    with open(tmp_path / "many.jsonl", "w") as f:
+        for i in range(150_000):
+            f.write(json.dumps({**rec, "client": f"c{i}", "method": f"M{i}", "route": i,
+                                "scopes": f"s{i}"}) + "\n")
+    with open(tmp_path / "odd.jsonl", "wb") as f:
+        head = b'{"time":"2026-11-30T12:00:00Z","method":"GET","host":"a.example.com","decision":"allow","x":'
+        f.write(head + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}\n")
+        f.write(head + b"[" * 500_000 + b"}\n")
+        f.write(b'{"time":"2026-11-30T12:00:00Z","client":"\xff\xc0\x80","method":"GET","host":"a.example.com",'
+                b'"path":"/\xfe","route":1,"decision":"allow"}\n')
+        f.write(b"y" * 5_000_000 + b"\n")
+    with gzip.open(tmp_path / "bomb.gz", "wb", compresslevel=9) as g:
+        block = b"\0" * (1 << 20)
+        for _ in range(256):
+            g.write(block)
+    started = time.monotonic()
+    r = report("--format", "json", "many.jsonl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["records"] == 150_000 and d["overflow_records"] == 150_000 - 10_000, {
+        k: v for k, v in d.items() if k != "clients"}
+    t = report("many.jsonl", cwd=tmp_path)
+    assert "140000 records of client/route pairs past the first 10000" in t.stdout.splitlines()[0]
+    assert time.monotonic() - started < 60
+    base = _peak_rss_kib(["report", "odd.jsonl"], tmp_path)
+    assert _peak_rss_kib(["report", "many.jsonl"], tmp_path) < base + 96 * 1024
+    assert _peak_rss_kib(["report", "bomb.gz"], tmp_path) < base + 16 * 1024
+    r = report("odd.jsonl", cwd=tmp_path)
+    assert r.returncode == 0 and "1 records" in r.stdout and "3 lines not audit records" in r.stdout, r.stdout
+    assert "the first at odd.jsonl:1 (longer than 1048576 bytes)" in r.stdout, r.stdout
+
+
+def test_report_text_never_passes_control_characters_from_a_log(tmp_path):
+    """A client name, path, reason, scope set or audience in a log may hold terminal escapes and
+    newlines; the text report shows them as `?`, so a log cannot drive the operator's terminal or
+    forge lines of the report."""
+    (tmp_path / "audit.jsonl").write_bytes(
+        b'{"time":"2026-11-30T12:00:00Z","client":"ci\\u001b]0;owned\\u0007\\nclient admin",'
+        b'"method":"GET","scheme":"http","host":"a.example.com","path":"/v1/\\u001b[2J\\u2028x",'
+        b'"route":1,"decision":"allow","scopes":"s\\r\\nforged","audience":"\\u009b31m"}\n'
+        b'{"time":"2026-11-30T12:00:01Z","client":"ci","method":"GET","scheme":"http",'
+        b'"host":"a.example.com","path":"/v1/x","route":1,"decision":"deny","reason":"r\\u001b[5m"}\n')
+    r = report("audit.jsonl", cwd=tmp_path)
+    assert r.returncode == 0 and "2 records" in r.stdout, r.stdout
+    for bad in ("\x1b", "\x07", "\r", "\u2028", "\x9b"):
+        assert bad not in r.stdout, (bad, r.stdout)
+    lines = r.stdout.splitlines()
+    assert not any(line.startswith("client admin") for line in lines), r.stdout
+    assert "client ci?]0;owned??client admin" in r.stdout, r.stdout
+    assert "OAuth2 scopes: s??forged" in r.stdout, r.stdout

@@ -324,3 +324,72 @@ def test_bodies_and_keep_alive_wait_for_the_store(redis, proxy_factory, upstream
     assert wait_until(lambda: b"itest:conc" not in redis.command("KEYS", "itest:conc*")
                       or redis.command("ZCARD", "itest:conc:route:localhost:%d/limited:" % upstream.port)
                       .startswith(b":0"), 3)
+
+
+class HostileStore:
+    """Speaks just enough of Redis's wire to be dialled: every command is answered with `reply`
+    (bytes, or a callable writing to the socket), like a broken or hostile server would."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        try:
+            while c.recv(65536):
+                if callable(self.reply):
+                    self.reply(c)
+                else:
+                    c.sendall(self.reply)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def endless(c: socket.socket) -> None:
+    c.sendall(b"*4096\r\n")
+    chunk = b"$1048576\r\n" + b"a" * (1 << 20) + b"\r\n"
+    for _ in range(4096):
+        c.sendall(chunk)
+
+
+@pytest.mark.parametrize("reply", [b"*1\r\n" * 300_000, endless], ids=["nested", "endless"])
+def test_a_hostile_store_reply_neither_crashes_nor_hangs_the_proxy(proxy_factory, upstream, reply):
+    """A reply of arrays nested 300,000 deep overflowed the loop thread's stack (the process
+    died); one growing towards 4 GiB was buffered whole. Now the reply is refused as a protocol
+    error, the store counts as down, and requests follow the outage policy within the timeout."""
+    store = HostileStore(reply)
+    try:
+        px = proxy_factory(conf(store, extra="timeout 500ms on-outage closed"))
+        statuses = []
+        for _ in range(6):
+            t0 = time.monotonic()
+            r = fetch(px.port, upstream.url("/limited/echo"))
+            statuses.append((r.status, r.error_code, time.monotonic() - t0))
+            assert px.alive(), px.stderr_text()[-3000:]
+        assert all(s == 503 and c == "limits_unavailable" and took < 5 for s, c, took in statuses), statuses
+        assert fetch(px.port, upstream.url("/free/echo")).status == 200
+        assert "protocol error" in px.stderr_text(), px.stderr_text()[-2000:]
+        assert px.rss_kib() < 200 * 1024, px.rss_kib()
+        assert metric(px, "credproxy_limits_store_errors_total") >= 1
+    finally:
+        store.close()

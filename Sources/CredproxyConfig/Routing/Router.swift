@@ -158,7 +158,7 @@ public struct Router: Sendable {
     for u in s.unicodeScalars.prefix(limit) {
       if u == "\"" || u == "\\" {
         out += "\\" + String(u)
-      } else if u.value < 0x20 || u.value == 0x7F {
+      } else if Printable.isControl(u) {
         out += "?"
       } else {
         out.unicodeScalars.append(u)

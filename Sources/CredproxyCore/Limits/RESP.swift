@@ -41,12 +41,19 @@ enum RESP {
   }
 
   /// Incremental reply parser. Bounded: a server cannot make it hold more than `maxBulk` bytes in
-  /// one string or `maxElements` in one array.
+  /// one string, `maxElements` in one array, arrays nested deeper than `maxDepth` (each level is
+  /// one recursion), or more than `maxBuffered` bytes of a reply not yet complete. Our script's
+  /// answers are a few small integers.
   struct Reader {
     private(set) var buffer: [UInt8] = []
     private var start = 0
     static let maxBulk = 1 << 20
     static let maxElements = 4096
+    static let maxDepth = 8
+    static let maxBuffered = 4 << 20
+
+    /// Bytes received and not yet returned as replies.
+    var unparsedCount: Int { buffer.count - start }
 
     mutating func append(_ bytes: UnsafeRawBufferPointer) { buffer.append(contentsOf: bytes) }
     mutating func append(_ bytes: [UInt8]) { buffer.append(contentsOf: bytes) }
@@ -54,7 +61,12 @@ enum RESP {
     /// The next complete reply, or nil until more bytes arrive.
     mutating func next() throws(ProtocolError) -> RESPValue? {
       var cursor = start
-      guard let value = try parse(&cursor) else { return nil }
+      guard let value = try parse(&cursor, depth: 0) else {
+        if unparsedCount > Self.maxBuffered {
+          throw ProtocolError(message: "reply larger than \(Self.maxBuffered) bytes")
+        }
+        return nil
+      }
       start = cursor
       if start > 4096 && start * 2 > buffer.count {
         buffer.removeFirst(start)
@@ -76,7 +88,10 @@ enum RESP {
       return nil
     }
 
-    private func parse(_ cursor: inout Int) throws(ProtocolError) -> RESPValue? {
+    private func parse(_ cursor: inout Int, depth: Int) throws(ProtocolError) -> RESPValue? {
+      guard depth <= Self.maxDepth else {
+        throw ProtocolError(message: "arrays nested deeper than \(Self.maxDepth)")
+      }
       guard cursor < buffer.count else { return nil }
       let kind = buffer[cursor]
       var c = cursor + 1
@@ -121,7 +136,7 @@ enum RESP {
         var items: [RESPValue] = []
         items.reserveCapacity(n)
         for _ in 0..<n {
-          guard let item = try parse(&c) else { return nil }
+          guard let item = try parse(&c, depth: depth + 1) else { return nil }
           items.append(item)
         }
         cursor = c

@@ -232,7 +232,9 @@ final class RedisConnection: EventHandler {
       let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
       if n > 0 {
         chunk.withUnsafeBytes { reader.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        if n < chunk.count { break }
+        // A server that never stops sending must not keep the loop here or grow the buffer:
+        // parse what came (the reader refuses an oversized reply); epoll reports the rest.
+        if n < chunk.count || reader.unparsedCount > RESP.Reader.maxBuffered { break }
         continue
       }
       if n == 0 {

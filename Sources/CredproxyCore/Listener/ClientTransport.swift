@@ -1,6 +1,7 @@
 import CCrypto
 import Glibc
 import Synchronization
+import Wire
 
 /// The outcome of one non-blocking read or write on a client connection.
 enum IOResult {
@@ -76,6 +77,9 @@ final class ClientTransport {
   private var expectedServerName: UnsafeMutablePointer<CChar>?
   /// Keeps an intercepted host's context alive as long as the SSL made from it.
   private var interceptContext: TLSServerContext?
+  /// When the TLS handshake began (the accept, or the switch after an intercepted CONNECT's
+  /// `200`): it must finish within `header-timeout`, like a request head.
+  private(set) var handshakeStartedMs: Int64 = 0
 
   init(fd: Int32, tls: TLSServerContext?) {
     self.fd = fd
@@ -83,6 +87,7 @@ final class ClientTransport {
       SSL_set_fd(ssl, fd)
       SSL_set_accept_state(ssl)
       self.ssl = ssl
+      handshakeStartedMs = EventLoop.nowMs()
     }
   }
 
@@ -105,10 +110,36 @@ final class ClientTransport {
     SSL_set_accept_state(ssl)
     self.ssl = ssl
     interceptContext = context
+    handshakeStartedMs = EventLoop.nowMs()
     return true
   }
 
   var isTLS: Bool { ssl != nil }
+
+  /// TLS whose handshake has not finished yet.
+  var isHandshaking: Bool {
+    guard let ssl else { return false }
+    return SSL_is_init_finished(ssl) == 0
+  }
+
+  /// The servername callback of intercepted hosts' contexts: the SNI, read as the router reads a
+  /// host (`CanonicalHost`: case, trailing dots), must be the CONNECT target the connection set
+  /// as the SSL's app data, else the handshake fails with `unrecognized_name`. No SNI is allowed
+  /// (IP literals have none); every inner request's authority is bound to the target anyway.
+  static let sniNamesTarget: cp_servername_cb = { ssl, alert, _ in
+    guard let ssl else { return CP_SSL_TLSEXT_ERR_ALERT_FATAL }
+    guard let sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else {
+      return CP_SSL_TLSEXT_ERR_NOACK
+    }
+    guard let expected = cp_ssl_get_app_data(ssl),
+      CanonicalHost(String(cString: sni)).text
+        == String(cString: expected.assumingMemoryBound(to: CChar.self))
+    else {
+      alert?.pointee = CP_SSL_AD_UNRECOGNIZED_NAME
+      return CP_SSL_TLSEXT_ERR_ALERT_FATAL
+    }
+    return CP_SSL_TLSEXT_ERR_OK
+  }
 
   /// Decrypted bytes OpenSSL holds that the socket will not signal again.
   var hasBufferedInput: Bool {

@@ -50,6 +50,11 @@ struct MetadataStub {
       return text(200, "computeMetadata/\n")
     case v1, v1 + "/":
       return text(200, "instance/\nproject/\nuniverse/\n")
+    // Directories are listed (Node's gcp-metadata probes `…/instance` to decide it is on GCE).
+    case v1 + "/instance", v1 + "/instance/":
+      return text(200, "service-accounts/\n")
+    case v1 + "/project", v1 + "/project/":
+      return text(200, "numeric-project-id\nproject-id\n")
     case v1 + "/project/project-id":
       return text(200, projectID)
     case v1 + "/project/numeric-project-id":

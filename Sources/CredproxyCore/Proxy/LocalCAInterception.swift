@@ -13,7 +13,12 @@ final class LocalCAInterception: InterceptCertificates {
   private init(ca: LocalCA, certPath: String, keyPath: String) {
     self.certPath = certPath
     self.keyPath = keyPath
-    cache = LeafCache(ca: ca, configure: { ctx in _ = cp_ssl_ctx_require_sni_target(ctx) })
+    cache = LeafCache(
+      ca: ca,
+      configure: { ctx in
+        _ = cp_ssl_ctx_set_servername_callback(ctx, ClientTransport.sniNamesTarget)
+      }
+    )
   }
 
   /// The CA in `certPath`/`keyPath`, read now. `kept` (the running config's) is returned instead,

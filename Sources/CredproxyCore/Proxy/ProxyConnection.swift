@@ -304,7 +304,14 @@ final class ProxyConnection: EventHandler, UpstreamTransferDelegate {
     let config = context.runtime.config
     switch state {
     case .idle:
-      if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) { close() }
+      // A TLS handshake is the caller's first words, held to the request head's deadline (a
+      // stalled or dribbled ClientHello would otherwise hold the connection for idle-timeout).
+      // No HTTP answer can be sent before TLS is up: the connection is just closed.
+      if transport.isHandshaking {
+        if nowMs - transport.handshakeStartedMs > Int64(config.headerTimeoutMs) { close() }
+      } else if nowMs - lastActivityMs > Int64(config.idleTimeoutMs) {
+        close()
+      }
     case .readingHead(let startedMs):
       if nowMs - startedMs > Int64(config.headerTimeoutMs) {
         respond(
