@@ -67,8 +67,9 @@ public final class ProxyServer {
     for address in runtime.config.listeners {
       var tls: ListenerTLSSlot? = nil
       if let context = try Self.tlsContext(for: address) {
-        tls = ListenerTLSSlot(context)
-        tlsListeners.append((address, tls!))
+        let slot = ListenerTLSSlot(context)
+        tls = slot
+        tlsListeners.append((address, slot))
       }
       var port = address.port
       for i in 0..<loopCount {
