@@ -142,7 +142,9 @@ public struct ClientIdentifier: Sendable {
     let credentials = String(HeaderNames.trimmingOWS(trimmed[space...]))
     switch scheme {
     case "basic":
-      guard let decoded = Base64.decode(credentials.utf8),
+      guard
+        let decoded = Base64.decode(
+          credentials.utf8, alphabet: .standard, padding: .optional, canonicalBits: true),
         let colon = decoded.firstIndex(of: 0x3A)
       else {
         return .rejected("malformed Basic Proxy-Authorization; expected base64 of NAME:PASSWORD")
@@ -268,46 +270,5 @@ public struct ClientIdentifier: Sendable {
         ? String(Int64(n.doubleValue)) : n.stringValue
     default: return nil
     }
-  }
-}
-
-/// RFC 4648 base64 (standard alphabet); padding optional, nothing else tolerated.
-enum Base64 {
-  static func decode<C: Collection>(_ text: C) -> [UInt8]? where C.Element == UInt8 {
-    var out: [UInt8] = []
-    out.reserveCapacity(text.count * 3 / 4)
-    var acc: UInt32 = 0
-    var bits = 0
-    var padding = 0
-    var count = 0
-    for c in text {
-      count += 1
-      if c == 0x3D {
-        padding += 1
-        continue
-      }
-      if padding > 0 { return nil }
-      let v: UInt32
-      switch c {
-      case 0x41...0x5A: v = UInt32(c - 0x41)
-      case 0x61...0x7A: v = UInt32(c - 0x61 + 26)
-      case 0x30...0x39: v = UInt32(c - 0x30 + 52)
-      case 0x2B: v = 62
-      case 0x2F: v = 63
-      default: return nil
-      }
-      acc = acc << 6 | v
-      bits += 6
-      if bits >= 8 {
-        bits -= 8
-        out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
-      }
-    }
-    let data = count - padding
-    if padding > 2 || data % 4 == 1 { return nil }
-    if padding > 0 && count % 4 != 0 { return nil }
-    // Leftover bits must be zero (canonical encoding).
-    if bits > 0 && acc & ((1 << UInt32(bits)) - 1) != 0 { return nil }
-    return out
   }
 }

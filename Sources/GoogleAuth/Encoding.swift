@@ -5,12 +5,6 @@ import Wire
 public enum Base64URL {
   private static let alphabet = Array(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-  /// Each byte's 6-bit value, or 0xFF outside the alphabet.
-  private static let values: [UInt8] = {
-    var table = [UInt8](repeating: 0xFF, count: 256)
-    for (i, c) in alphabet.enumerated() { table[Int(c)] = UInt8(i) }
-    return table
-  }()
 
   /// Unpadded base64url. Works on bytes: JWTs and keys are kilobytes, and a Character-by-
   /// Character version showed in profiles of every OIDC-identified request.
@@ -48,41 +42,9 @@ public enum Base64URL {
   }
 
   private static func decode(_ text: some StringProtocol, canonical: Bool) -> [UInt8]? {
-    var out = [UInt8]()
-    out.reserveCapacity(text.utf8.count * 3 / 4)
-    var acc: UInt32 = 0
-    var pending = 0
-    for b in text.utf8 {
-      if b == UInt8(ascii: "=") {
-        if canonical { return nil }
-        continue
-      }
-      let v = values[Int(b)]
-      guard v != 0xFF else { return nil }
-      acc = acc << 6 | UInt32(v)
-      pending += 1
-      if pending == 4 {
-        out.append(UInt8(truncatingIfNeeded: acc >> 16))
-        out.append(UInt8(truncatingIfNeeded: acc >> 8))
-        out.append(UInt8(truncatingIfNeeded: acc))
-        acc = 0
-        pending = 0
-      }
-    }
-    switch pending {
-    case 1:
-      return nil
-    case 2:
-      if canonical && acc & 0xF != 0 { return nil }
-      out.append(UInt8(truncatingIfNeeded: acc >> 4))
-    case 3:
-      if canonical && acc & 0x3 != 0 { return nil }
-      out.append(UInt8(truncatingIfNeeded: acc >> 10))
-      out.append(UInt8(truncatingIfNeeded: acc >> 2))
-    default:
-      break
-    }
-    return out
+    Base64.decode(
+      text.utf8, alphabet: .url, padding: canonical ? .forbidden : .ignored,
+      canonicalBits: canonical)
   }
 }
 
