@@ -8,7 +8,7 @@ public struct HostPort: Hashable, Sendable, Comparable, CustomStringConvertible 
   public var port: Int?
 
   public var description: String {
-    let h = host.contains(":") ? "[\(host)]" : host
+    let h = IPText.authorityHost(host)
     return port.map { "\(h):\($0)" } ?? h
   }
 
@@ -163,7 +163,7 @@ public final class UsageCollector: @unchecked Sendable {
   /// a.example.com` would otherwise become two route patterns).
   static func isWellFormed(_ e: AuditEntry) -> Bool {
     guard HeaderNames.isToken(e.method) else { return false }
-    let bracketed = e.host.contains(":") ? "[\(e.host)]" : e.host
+    let bracketed = IPText.authorityHost(e.host)
     guard let authority = Authority.parse(Substring(bracketed)) else { return false }
     return authority.host == e.host && authority.port == nil
   }

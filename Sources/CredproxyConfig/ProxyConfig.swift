@@ -102,7 +102,7 @@ public struct ListenAddress: Sendable, Equatable, Hashable, CustomStringConverti
     self.tls = tls
   }
   /// `host:port` (IPv6 in brackets); the TLS files are not part of it.
-  public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+  public var description: String { IPText.authority(host, port) }
   /// `localhost`, 127.0.0.0/8 or `::1`.
   public var isLoopback: Bool { IPText.isLoopback(host) }
   /// Whether both name one socket (host and port), whatever their certificate files.
@@ -167,7 +167,7 @@ public struct LimitsStore: Sendable, Equatable {
 
   /// `redis 10.0.0.5:6379`, for logs and the status page (never the password).
   public var description: String {
-    "redis \(host.contains(":") ? "[\(host)]" : host):\(port)"
+    "redis \(IPText.authority(host, port))"
   }
 }
 
@@ -371,7 +371,7 @@ public struct Route: Sendable {
   /// The URL the request goes to, e.g. `https://api.example.com:443/v1/x` (port always shown).
   /// `host` as routed (lowercase, IPv6 without brackets).
   public func upstreamURL(host: String, explicitPort: Int?, pathAndQuery: String) -> String {
-    let h = host.contains(":") ? "[\(host)]" : host
+    let h = IPText.authorityHost(host)
     let p = pathAndQuery.isEmpty ? "/" : pathAndQuery
     return "\(upstream.rawValue)://\(h):\(effectivePort(explicitPort: explicitPort))\(p)"
   }
@@ -416,7 +416,7 @@ public struct RoutePattern: Sendable, Equatable, CustomStringConvertible {
     switch host {
     case .any: s = "*"
     case .suffix(let x): s = "*.\(x)"
-    case .exact(let x): s = x.contains(":") ? "[\(x)]" : x
+    case .exact(let x): s = IPText.authorityHost(x)
     }
     if let port { s += ":\(port)" }
     if let pathPrefix { s += pathPrefix }
@@ -449,7 +449,7 @@ public enum OIDCAudience: Sendable, Equatable, CustomStringConvertible {
     switch self {
     case .fixed(let a): return a
     case .origin, .url:
-      let h = host.contains(":") ? "[\(host)]" : host
+      let h = IPText.authorityHost(host)
       var s = "\(upstream.rawValue)://\(h)"
       if port != upstream.defaultPort { s += ":\(port)" }
       if case .url = self {

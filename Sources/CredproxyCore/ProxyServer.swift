@@ -5,6 +5,7 @@ import EgressPolicy
 import Foundation
 import Glibc
 import Synchronization
+import Wire
 
 /// The running proxy: binds the listeners, starts one event loop thread per core, and stops them.
 /// Driven from one thread (the CLI's main thread: start, reload on SIGHUP, drain on SIGTERM); it
@@ -81,9 +82,7 @@ public final class ProxyServer {
           throw ServerError(message: error.description)
         }
       }
-      let shown =
-        address.host.contains(":") ? "[\(address.host)]:\(port)" : "\(address.host):\(port)"
-      boundAddresses.append(shown)
+      boundAddresses.append(IPText.authority(address.host, port))
     }
     state.listeners.withLock { $0 = boundAddresses }
     var adminSocket: (fd: Int32, token: String?)? = nil
@@ -93,7 +92,7 @@ public final class ProxyServer {
         let bound = try Socket.listen(host: admin.address.host, port: admin.address.port)
         adminSocket = (bound.fd, token)
         let host = admin.address.host
-        adminAddress = host.contains(":") ? "[\(host)]:\(bound.port)" : "\(host):\(bound.port)"
+        adminAddress = IPText.authority(host, bound.port)
       } catch {
         throw ServerError(message: "admin \(admin.address): \(error)")
       }
@@ -104,7 +103,7 @@ public final class ProxyServer {
         let bound = try Socket.listen(host: address.host, port: address.port)
         metadataFD = bound.fd
         let host = address.host
-        metadataAddress = host.contains(":") ? "[\(host)]:\(bound.port)" : "\(host):\(bound.port)"
+        metadataAddress = IPText.authority(host, bound.port)
       } catch {
         throw ServerError(message: "metadata-server \(address): \(error)")
       }

@@ -173,6 +173,16 @@ public enum IPText {
     return formatIPv6(hi, lo)
   }
 
+  /// `host` as the host part of an authority (RFC 3986 §3.2.2): an IPv6 literal in brackets.
+  public static func authorityHost(_ host: String) -> String {
+    host.contains(":") ? "[\(host)]" : host
+  }
+
+  /// `host:port`, an IPv6 literal in brackets.
+  public static func authority(_ host: String, _ port: Int) -> String {
+    "\(authorityHost(host)):\(port)"
+  }
+
   public static func formatIPv4(_ v: UInt32) -> String {
     "\(v >> 24).\((v >> 16) & 0xFF).\((v >> 8) & 0xFF).\(v & 0xFF)"
   }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Wire
 
 // `credproxy probe`: one GET to the admin listener, for health checks that run a command
 // (Kubernetes exec probes in an image with no shell or curl). The admin token comes from an
@@ -105,8 +106,8 @@ struct ProbeTarget {
       return .failure(ProbeError(message: "connect: \(errnoText())"))
     }
     // An IPv6 literal goes in brackets in Host, as in the URL (a bare `::1` is refused).
-    let hostField = host.contains(":") ? "[\(host)]" : host
-    var request = "GET \(path) HTTP/1.1\r\nHost: \(hostField):\(port)\r\nConnection: close\r\n"
+    var request =
+      "GET \(path) HTTP/1.1\r\nHost: \(IPText.authorityHost(host)):\(port)\r\nConnection: close\r\n"
     if let token { request += "Authorization: Bearer \(token)\r\n" }
     request += "\r\n"
     let bytes = Array(request.utf8)

@@ -387,6 +387,6 @@ private struct HostKey {
   /// `host:port` for messages, IPv6 in brackets.
   func authority(_ port: Int) -> String {
     let h = String(host.text)
-    return h.contains(":") ? "[\(h)]:\(port)" : "\(h):\(port)"
+    return IPText.authority(h, port)
   }
 }
