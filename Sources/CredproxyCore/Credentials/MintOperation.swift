@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import GoogleAuth
+import Wire
 
 /// How a mint reaches its token endpoint and waits between attempts: in production a
 /// `FetchTransfer` on the loop's curl multi and the loop's tick timer. Tests pass a fake endpoint
@@ -296,7 +297,7 @@ final class MintOperation {
   /// The credential an `Authorization` header carries, without its scheme word.
   static func authorizationCredential(_ spec: HTTPRequestSpec) -> [String] {
     spec.headers.compactMap { name, value in
-      guard name.lowercased() == "authorization" else { return nil }
+      guard HeaderNames.equal(name, "authorization") else { return nil }
       return value.split(separator: " ", maxSplits: 1).last.map(String.init)
     }
   }
